@@ -117,6 +117,15 @@ COMMON_SCHEMA: dict[str, dict[str, Key]] = {
                       doc="test problems per seed in the paper protocol"),
         "eval_seeds": Key("ints", default=(0, 1)),
     },
+    # Surrogate / learned-inverse training (the Deceptron issue owns these keys).
+    "train": {
+        "model": Key(str, default="linear", choices=("linear", "mlp")),
+        "epochs": Key(int, default=60, check=positive),
+        "batch_size": Key(int, default=128, check=positive),
+        "lr": Key(float, default=5e-4, check=positive),
+        "clip_norm": Key(float, default=0.5, check=positive),
+        "seed": Key(int, default=0, check=nonnegative),
+    },
 }
 
 

@@ -1,0 +1,1 @@
+"""CLI commands, one module each: ``register(subparsers)`` and ``run(args) -> int``."""

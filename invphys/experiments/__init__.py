@@ -1,0 +1,1 @@
+"""Experiments: comparisons, the paper reproduction, tables and figures."""
