@@ -13,7 +13,6 @@ import functools
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -235,6 +234,8 @@ def test_mgh_tables():
     assert len(names) == len(set(names))
     assert all(not p.bounded for p in MGH_PROBLEMS) and all(p.bounded for p in MGH_BOUNDED)
     assert get_mgh("bard") is MGH_PROBLEMS[MGH_NAMES.index("bard")]
+    # numpy (even integer) input gives a jax array, not a numpy computation
+    assert isinstance(get_mgh("bard").residual(np.ones(3, dtype=int)), jax.Array)
     with pytest.raises(ValueError, match="unknown MGH problem"):
         get_mgh("nope")
 

@@ -9,9 +9,10 @@ written in jax.numpy (jit/vmap-traceable, differentiable, float64 when x64 is on
 Reference minimisers. MGH print ``f*`` (usually 6 significant digits, truncated: they
 write ``8.21487...10^-3``) but ``x*`` only where it is simple. Where they do not print it,
 ``x_star`` is either NIST's certified solution of the same data (Meyer = NIST MGH10,
-Kowalik-Osborne = MGH09, Osborne 1 = MGH17) or a minimiser we computed in float64 (a
-trust-region Gauss-Newton run to ``|J^T r|`` at rounding level, then rounded to 17
-digits) and checked against MGH's ``f*``; ``notes`` says which. ``f_star_tol`` is the
+Kowalik-Osborne = MGH09, Osborne 1 = MGH17) or a minimiser we computed in float64
+(Levenberg-Marquardt to ``|J^T r|`` at rounding level, polished by Gauss-Newton steps;
+symmetric cases reduced to one dimension and root-found) and checked against MGH's
+``f*``; ``notes`` says which. ``f_star_tol`` is the
 uncertainty of the *published* ``f*`` (one unit in its last printed digit), so a test
 can compare ``sum(residual(x_star)**2)`` with it at exactly the precision MGH give.
 
@@ -28,6 +29,7 @@ in closed form, and solvers are checked there through the KKT conditions instead
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -96,6 +98,20 @@ class MGHProblem:
         """The objective ``sum(residual(x)**2)`` (MGH's f, without a factor 1/2)."""
         r = self.residual(jnp.asarray(x))
         return jnp.sum(r * r)
+
+
+def _jax_residual(fn: Residual) -> Residual:
+    """``fn`` with its argument made a floating jax array first, so a residual returns a
+    jax array for any input (several would otherwise compute in numpy on numpy input)."""
+
+    @functools.wraps(fn)
+    def residual(x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.result_type(float))
+        return fn(x)
+
+    return residual
 
 
 def _idx(m: int) -> np.ndarray:
@@ -409,12 +425,14 @@ def _chebyquad(m: int) -> Residual:  # (35)
 # The tables.
 # --------------------------------------------------------------------------------------
 
-_COMPUTED = ("x_star computed here (float64 trust-region Gauss-Newton, |J^T r| at rounding "
-             "level) and checked against MGH's f*")
+_COMPUTED = ("x_star computed here (float64 Levenberg-Marquardt + Gauss-Newton polish, "
+             "|J^T r| at rounding level) and checked against MGH's f*")
 
 
 def _unconstrained() -> tuple[MGHProblem, ...]:
-    P = MGHProblem
+    def P(name, n, m, residual, *args, **kwargs):
+        return MGHProblem(name, n, m, _jax_residual(residual), *args, **kwargs)
+
     ones = np.ones
     return (
         P("rosenbrock", 2, 2, _rosenbrock, [-1.2, 1.0], 0.0, [1.0, 1.0], number=1),

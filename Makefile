@@ -1,0 +1,32 @@
+# Two commands do all the setup on a fresh machine with Python >= 3.11 and pip:
+#   make demo   - create .venv, install invphys, run the main job end to end
+#   make test   - create .venv, install invphys with test extras, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= out
+
+.PHONY: demo test test-all lint bench reproduce clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/invphys simulate heat1d --n 4 --out $(OUT)/simulate-heat1d
+	$(BIN)/invphys simulate oscillator --n 4 --out $(OUT)/simulate-oscillator
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check invphys tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) $(OUT)
