@@ -19,6 +19,17 @@ from ._errors import (
 )
 from ._problem import AbstractNoise, GaussianNoise, Problem
 from ._spec import Spec, load_spec
+from .solve import (
+    DIPG,
+    RESULTS,
+    AbstractMethod,
+    GaussNewton,
+    LevenbergMarquardt,
+    ProjectedGradient,
+    Rules,
+    Solution,
+    solve,
+)
 
 
 def load_problem(spec, overrides=None) -> Problem:
@@ -37,6 +48,8 @@ def load_problem(spec, overrides=None) -> Problem:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DIPG", "RESULTS", "AbstractMethod", "GaussNewton", "LevenbergMarquardt",
+    "ProjectedGradient", "Rules", "Solution", "solve",
     "AbstractNoise", "BoundsError", "CheckpointError", "Dataset", "GaussianNoise",
     "InputFileError", "InvphysError", "NonFiniteError", "Normaliser", "Problem",
     "ShapeError", "Spec", "SpecError", "load_problem", "load_spec", "make_dataset",

@@ -149,7 +149,7 @@ class Problem(eqx.Module):
         self.pin_value = float(pin_value)
         self.sampler = sampler
         self.noise = GaussianNoise(float(noise)) if isinstance(noise, int | float) else noise
-        if not (x0 in ("zeros", "midpoint")):
+        if x0 not in ("zeros", "midpoint"):
             raise ValueError(f"x0 must be 'zeros' or 'midpoint', got {x0!r}")
         self.x0_rule = x0
         self.name = name

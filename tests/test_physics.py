@@ -175,7 +175,8 @@ def test_adjoint_identity(name, fidelity):
     w = jax.random.normal(kw, y.shape)
     (jtw,) = jax.vjp(p.fn, x)[1](w)
     lhs, rhs = float(jnp.vdot(jv, w)), float(jnp.vdot(v, jtw))
-    scale = float(jnp.linalg.norm(jv) * jnp.linalg.norm(w) + jnp.linalg.norm(v) * jnp.linalg.norm(jtw))
+    norm = jnp.linalg.norm
+    scale = float(norm(jv) * norm(w) + norm(v) * norm(jtw))
     assert abs(lhs - rhs) <= 1e-12 * scale
 
 

@@ -2,8 +2,9 @@
 spec sections) and ``build(spec) -> Problem``; adding a problem is one file here plus
 one spec in ``problems/``."""
 
-from . import heat1d, oscillator
+from . import deblur2d, heat1d, oscillator
 
 REGISTRY = {"heat1d": heat1d, "oscillator": oscillator}
+REGISTRY["deblur2d"] = deblur2d
 
 __all__ = ["REGISTRY", "heat1d", "oscillator"]

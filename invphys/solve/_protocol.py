@@ -1,0 +1,314 @@
+"""The shared protocol: one jitted loop that every method runs through.
+
+Per iteration: the method linearises (``prepare``); then up to ``max_halvings + 1``
+trials alpha = alpha0, alpha0/2, ...: p = p(alpha), x_t = Proj(x + p),
+x+ = (1 - rho) x + rho x_t, accepted on a finite p and the Armijo test. No
+acceptance: x stays. The history (RMSE, accepted, alpha) goes into fixed-size arrays;
+stopping is by iteration limit, stall, target eps (optional) or tolerances. The
+whole solve is one ``lax.while_loop``, jitted, and vmaps over a batch of problems.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from .._errors import NonFiniteError, ShapeError
+from .._problem import Problem, check_finite
+from ._methods import (
+    AbstractMethod,
+    GaussNewton,
+    LevenbergMarquardt,
+    Lin,
+    ProjectedGradient,
+)
+from ._rules import RESULTS, Rules
+
+METHODS = {"pg": ProjectedGradient, "gn": GaussNewton, "lm": LevenbergMarquardt}
+
+
+class Solution(eqx.Module):
+    """The result of :func:`solve` (every array gains a leading axis in a batched solve).
+
+    ``converged`` means the target eps was reached (``steps_to_eps >= 0``); ``result``
+    says why the loop stopped (:class:`RESULTS`). ``history`` holds fixed-size arrays:
+    ``rmse`` (max_iter + 1; NaN after the last iteration), ``accepted`` and ``alpha``
+    (max_iter). ``stats``: nfev, njev, accepted, rejected, steps_to_eps, result.
+    """
+
+    x: Float[Array, "... n"]
+    steps: Int[Array, "..."]
+    rmse: Float[Array, "..."]
+    converged: Bool[Array, "..."]
+    result: RESULTS
+    history: dict[str, Array]
+    stats: dict[str, Array]
+    grad_inf: Float[Array, "..."]
+    active: Bool[Array, "... n"]
+    x0_projected: bool = eqx.field(static=True, default=False)
+
+    @property
+    def message(self) -> str:
+        """The stop reason (for a single solve)."""
+        return RESULTS[self.result]
+
+
+class _Carry(eqx.Module):
+    x: Array
+    phi: Array
+    rmse: Array
+    it: Array
+    stall: Array
+    stop: Array
+    result: Any
+    steps_to_eps: Array
+    mstate: PyTree
+    hist_rmse: Array
+    hist_acc: Array
+    hist_alpha: Array
+    nfev: Array
+    njev: Array
+    n_acc: Array
+    n_rej: Array
+
+
+def _objective(fn, x, y_obs):
+    r = fn(x) - y_obs
+    return 0.5 * jnp.mean(r**2)
+
+
+def _line_search(fn, x, y_obs, lin: Lin, aux, method: AbstractMethod, rules: Rules,
+                 cset: Problem):
+    """Backtracking: halve alpha until a trial passes Armijo (or trials run out)."""
+    dtype = x.dtype
+
+    def trial(k):
+        alpha = jnp.asarray(rules.alpha0, dtype) * jnp.asarray(0.5, dtype) ** k
+        p = method.propose(fn, x, y_obs, lin, aux, alpha)
+        finite_p = jnp.all(jnp.isfinite(p))
+        p = jnp.where(finite_p, p, 0.0)
+        x_t = cset.project(x + p)
+        x_new = (1.0 - rules.rho) * x + rules.rho * x_t
+        phi_new = _objective(fn, x_new, y_obs)
+        if rules.armijo == "proposal":
+            bound = lin.phi + rules.armijo_c * rules.rho * jnp.vdot(lin.grad, p)
+        else:
+            bound = lin.phi + rules.armijo_c * jnp.vdot(lin.grad, x_new - x)
+        ok = finite_p & jnp.isfinite(phi_new) & (phi_new <= bound)
+        return ok, alpha, x_new, phi_new
+
+    def cond(c):
+        k, ok = c[0], c[1]
+        return (~ok) & (k <= rules.max_halvings)
+
+    def body(c):
+        k = c[0]
+        ok, alpha, x_new, phi_new = trial(k)
+        return k + 1, ok, alpha, x_new, phi_new
+
+    init = (jnp.asarray(0), jnp.asarray(False), jnp.asarray(rules.alpha0, dtype), x,
+            lin.phi)
+    ntrials, ok, alpha, x_new, phi_new = jax.lax.while_loop(cond, body, init)
+    x_new = jnp.where(ok, x_new, x)
+    phi_new = jnp.where(ok, phi_new, lin.phi)
+    return ok, alpha, x_new, phi_new, ntrials
+
+
+def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x0):
+    """One solve as one ``lax.while_loop`` (jit/vmap friendly, no host syncs)."""
+    dtype = x0.dtype
+    raw_fn = fn
+    fn = lambda x: raw_fn(x).astype(dtype)  # a float32 solve stays float32
+    n_it = rules.max_iter
+    phi0 = _objective(fn, x0, y_obs)
+    rmse0 = jnp.sqrt(2.0 * phi0)
+    reached0 = rmse0 <= rules.eps
+    carry = _Carry(
+        x=x0, phi=phi0, rmse=rmse0, it=jnp.asarray(0), stall=jnp.asarray(0),
+        stop=reached0 & rules.stop_at_eps,
+        result=RESULTS.where(reached0 & rules.stop_at_eps, RESULTS.target_reached,
+                             RESULTS.max_iterations),
+        steps_to_eps=jnp.where(reached0, 0, -1),
+        mstate=method.init(fn, x0, y_obs),
+        hist_rmse=jnp.full((n_it + 1,), jnp.nan, dtype).at[0].set(rmse0),
+        hist_acc=jnp.zeros((n_it,), bool),
+        hist_alpha=jnp.zeros((n_it,), dtype),
+        nfev=jnp.asarray(1), njev=jnp.asarray(0), n_acc=jnp.asarray(0),
+        n_rej=jnp.asarray(0),
+    )
+
+    def cond(c: _Carry):
+        return (~c.stop) & (c.it < n_it)
+
+    def body(c: _Carry):
+        lin, aux = method.prepare(fn, c.x, y_obs, c.mstate, cset)
+        ok, alpha, x_new, phi_new, ntrials = _line_search(
+            fn, c.x, y_obs, lin, aux, method, rules, cset
+        )
+        step = x_new - c.x
+        mstate = method.update(c.mstate, lin, aux, ok, alpha, step, phi_new)
+        it = c.it + 1
+        rmse = jnp.sqrt(2.0 * phi_new)
+        stall = jnp.where(jnp.abs(rmse - c.rmse) < rules.stall_tol, c.stall + 1, 0)
+        first_eps = (c.steps_to_eps < 0) & (rmse <= rules.eps)
+        steps_to_eps = jnp.where(first_eps, it, c.steps_to_eps)
+        # tolerances (off in the paper protocol)
+        pg = jnp.max(jnp.abs(cset.project(x_new - lin.grad) - x_new)) if cset.has_constraints \
+            else jnp.max(jnp.abs(lin.grad))
+        small_step = ok & (jnp.linalg.norm(step) <= rules.xtol * (rules.xtol
+                                                                   + jnp.linalg.norm(x_new)))
+        small_f = ok & (lin.phi - phi_new <= rules.ftol * lin.phi)
+        converged = (pg <= rules.gtol) | small_step | small_f
+        reached = (steps_to_eps >= 0) & rules.stop_at_eps
+        stalled = stall >= rules.stall_patience
+        result = RESULTS.where(
+            reached, RESULTS.target_reached,
+            RESULTS.where(converged, RESULTS.converged,
+                          RESULTS.where(stalled, RESULTS.stalled, RESULTS.max_iterations)),
+        )
+        return _Carry(
+            x=x_new, phi=phi_new, rmse=rmse, it=it, stall=stall,
+            stop=reached | converged | stalled, result=result, steps_to_eps=steps_to_eps,
+            mstate=mstate,
+            hist_rmse=c.hist_rmse.at[it].set(rmse),
+            hist_acc=c.hist_acc.at[c.it].set(ok),
+            hist_alpha=c.hist_alpha.at[c.it].set(jnp.where(ok, alpha, 0.0)),
+            nfev=c.nfev + 1 + ntrials, njev=c.njev + 1,
+            n_acc=c.n_acc + ok, n_rej=c.n_rej + (~ok),
+        )
+
+    c = jax.lax.while_loop(cond, body, carry)
+    # final diagnostics at the answer
+    y, vjp = jax.vjp(fn, c.x)
+    r = y - y_obs
+    grad = vjp(r)[0] / r.size
+    from ._methods import active_set
+
+    active = active_set(c.x, grad, cset, jnp.asarray(0.0, dtype)) if cset.has_constraints \
+        else jnp.zeros(c.x.shape, bool)
+    grad_inf = jnp.max(jnp.abs(jnp.where(active, 0.0, grad)))
+    steps_to_eps = c.steps_to_eps
+    return Solution(
+        x=c.x, steps=c.it, rmse=c.rmse, converged=steps_to_eps >= 0, result=c.result,
+        history={"rmse": c.hist_rmse, "accepted": c.hist_acc, "alpha": c.hist_alpha},
+        stats={"nfev": c.nfev + 1, "njev": c.njev + 1, "accepted": c.n_acc,
+               "rejected": c.n_rej, "steps_to_eps": steps_to_eps, "result": c.result._value},
+        grad_inf=grad_inf, active=active,
+    )
+
+
+@eqx.filter_jit
+def _solve_jit(problem, method, rules, y_obs, x0):
+    return _solve_one(problem.fn, problem, method, rules, y_obs, x0)
+
+
+@eqx.filter_jit
+def _solve_batch_jit(problem, method, rules, y_obs, x0):
+    one = lambda y, x: _solve_one(problem.fn, problem, method, rules, y, x)
+    return jax.vmap(one)(y_obs, x0)
+
+
+def as_method(method: str | AbstractMethod) -> AbstractMethod:
+    if isinstance(method, AbstractMethod):
+        return method
+    if method == "dipg":
+        raise ValueError("method 'dipg' needs a learned inverse: use invphys.DIPG(inverse=g)")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)}, or a "
+                         "method object such as invphys.DIPG(inverse=g))")
+    return METHODS[method]()
+
+
+def solve(
+    problem: Problem,
+    y_obs: Float[Array, "... m"],
+    x0: Float[Array, "... n"] | None = None,
+    method: str | AbstractMethod = "gn",
+    rules: Rules | None = None,
+    *,
+    shard: bool | jax.sharding.Sharding = False,
+) -> Solution:
+    """Recover x from observations ``y_obs`` under the shared protocol.
+
+    ``method`` is ``"pg"``, ``"gn"``, ``"lm"`` or a method object (``invphys.DIPG(inverse=g)``,
+    ``invphys.LevenbergMarquardt(...)``). ``x0`` defaults to the problem's fixed start;
+    a start outside the constraint set is projected (``sol.x0_projected``).
+
+    Batched solve: give ``y_obs`` a leading batch axis (``(B, m)``); ``x0`` may be one
+    start (broadcast) or ``(B, n)``. The batch is one jitted, vmapped call; with
+    ``shard=True`` it is split across all devices (``jax.sharding``; pass a Sharding to
+    choose), which gives the same answers as the unsharded call.
+    """
+    rules = rules or Rules()
+    method = as_method(method)
+    y_obs = jnp.asarray(y_obs)
+    check_finite("y_obs", y_obs)
+    if y_obs.ndim == 0:
+        raise ShapeError("y_obs must be an array of observations, got a scalar")
+    if x0 is None:
+        x0 = problem.start(y_obs.dtype if jnp.issubdtype(y_obs.dtype, jnp.floating) else None)
+    x0 = jnp.asarray(x0, dtype=jnp.result_type(x0, y_obs, float))
+    y_obs = y_obs.astype(x0.dtype)
+    check_finite("x0", x0)
+    n = problem.x_size or x0.shape[-1]
+    if x0.shape[-1] != n or x0.ndim > 2:
+        raise ShapeError(f"x0 has shape {x0.shape}, expected ({n},) or (batch, {n})")
+    y_shape = jax.eval_shape(problem.fn, jax.ShapeDtypeStruct((n,), x0.dtype)).shape
+    if len(y_shape) != 1:
+        raise ShapeError(f"forward must return a vector, got shape {y_shape}")
+    batched = y_obs.ndim == 2
+    if y_obs.shape[-1] != y_shape[0] or y_obs.ndim > 2:
+        raise ShapeError(f"y_obs has shape {y_obs.shape}, expected {y_shape} or "
+                         f"(batch, {y_shape[0]})")
+    if x0.ndim == 2 and not batched:
+        raise ShapeError("x0 has a batch axis but y_obs does not")
+    x0p = problem.project(x0)
+    projected = bool(jnp.any(x0p != x0))
+    if batched:
+        x0p = jnp.broadcast_to(x0p, (y_obs.shape[0], n))
+    _check_objective_finite(problem, y_obs, x0p, batched)
+    if batched:
+        if shard:
+            y_obs, x0p, pad = _shard_batch(y_obs, x0p, shard)
+            sol = _solve_batch_jit(problem, method, rules, y_obs, x0p)
+            if pad:
+                sol = jax.tree.map(lambda a: a[: a.shape[0] - pad], sol)
+        else:
+            sol = _solve_batch_jit(problem, method, rules, y_obs, x0p)
+    else:
+        sol = _solve_jit(problem, method, rules, y_obs, x0p)
+    return dataclasses.replace(sol, x0_projected=True) if projected else sol
+
+
+def _check_objective_finite(problem, y_obs, x0, batched):
+    phi = eqx.filter_jit(
+        jax.vmap(_objective, in_axes=(None, 0, 0)) if batched else _objective
+    )(problem.fn, x0, y_obs)
+    bad = ~np.isfinite(np.asarray(phi))
+    if bad.any():
+        where = f" (problem {int(np.argmax(bad))} of the batch)" if batched else ""
+        raise NonFiniteError(f"the objective is not finite at x0{where}")
+
+
+def _shard_batch(y_obs, x0, shard):
+    """Place the batch axis across devices; pad the batch to a multiple of the count."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if isinstance(shard, jax.sharding.Sharding):
+        sharding = shard
+        count = len(sharding.device_set)
+    else:
+        devices = np.array(jax.devices())
+        sharding = NamedSharding(Mesh(devices, ("batch",)), PartitionSpec("batch"))
+        count = devices.size
+    pad = (-y_obs.shape[0]) % count
+    if pad:
+        y_obs = jnp.concatenate([y_obs, jnp.repeat(y_obs[-1:], pad, 0)])
+        x0 = jnp.concatenate([x0, jnp.repeat(x0[-1:], pad, 0)])
+    return jax.device_put(y_obs, sharding), jax.device_put(x0, sharding), pad

@@ -1,0 +1,53 @@
+"""The shared protocol's rules and result codes."""
+
+from __future__ import annotations
+
+import equinox as eqx
+
+
+class RESULTS(eqx.Enumeration):
+    """Why a solve stopped."""
+
+    target_reached = "the residual RMSE reached the target eps (stop_at_eps)"
+    max_iterations = "the iteration limit was reached"
+    stalled = "the RMSE changed by less than stall_tol for stall_patience iterations"
+    converged = "converged: projected gradient or scaled step below tolerance"
+    no_progress = "no trial point reduced the objective (at the limit of precision)"
+
+
+class Rules(eqx.Module):
+    """The protocol every method runs under: backtracking, relaxation, Armijo, stopping.
+
+    Defaults are the Deceptron paper's: alpha0 = 1 halved up to 8 times, relaxation
+    x <- (1 - rho) x + rho Proj(x + p) with rho = 0.4, Armijo constant c = 1e-4 on the
+    unprojected proposal p, at most 200 iterations, a stall stop after 20 iterations
+    whose RMSE changed by < 1e-4, and the target eps = 0.30 on the residual RMSE
+    (recorded, and a stop only when ``stop_at_eps``).
+
+    ``armijo="step"`` tests sufficient decrease on the step actually taken,
+    Phi(x+) <= Phi(x) + c <G, x+ - x> (Armijo along the projection arc, the test that
+    makes projected Newton methods converge to KKT points); ``"proposal"`` is the
+    paper's Phi(x+) <= Phi(x) + c rho <G, p>. ``gtol`` (projected-gradient infinity
+    norm), ``xtol`` (relative step) and ``ftol`` (relative actual and predicted cost
+    reduction) are off (0) in the paper protocol and on in :func:`least_squares`.
+    """
+
+    alpha0: float = 1.0
+    max_halvings: int = eqx.field(static=True, default=8)
+    rho: float = 0.4
+    armijo_c: float = 1e-4
+    armijo: str = eqx.field(static=True, default="proposal")
+    max_iter: int = eqx.field(static=True, default=200)
+    stall_tol: float = 1e-4
+    stall_patience: int = 20
+    eps: float = 0.30
+    stop_at_eps: bool = eqx.field(static=True, default=False)
+    gtol: float = 0.0
+    xtol: float = 0.0
+    ftol: float = 0.0
+
+    def __check_init__(self):
+        if self.armijo not in ("proposal", "step"):
+            raise ValueError(f"armijo must be 'proposal' or 'step', got {self.armijo!r}")
+        if self.max_iter < 1 or self.max_halvings < 0:
+            raise ValueError("max_iter must be >= 1 and max_halvings >= 0")

@@ -1,0 +1,227 @@
+"""The solver layer: protocol invariants, exact-step formulas, batching, bounds (KKT)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import invphys
+from invphys import DIPG, GaussNewton, Rules
+from invphys.certify import MGH_BOUNDED, get_mgh
+
+
+def linear_problem(seed, m=12, n=5, bounded=False):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    A = jax.random.normal(k1, (m, n))
+    x_true = jax.random.normal(k2, (n,))
+    lo, hi = (-0.5 * jnp.ones(n), 0.5 * jnp.ones(n)) if bounded else (None, None)
+    p = invphys.Problem(forward=lambda x: A @ x, lower=lo, upper=hi, x_size=n)
+    y = A @ x_true + 0.1 * jax.random.normal(k3, (m,))
+    return p, A, y
+
+
+METHODS = ["pg", "gn", "lm"]
+
+
+# ------------------------------------------------------------ exact steps
+def test_gn_lands_in_one_step_on_linear_full_rank():
+    p, A, y = linear_problem(0)
+    x_ls = np.linalg.lstsq(np.asarray(A), np.asarray(y), rcond=None)[0]
+    s = invphys.solve(p, y, jnp.zeros(5), method=GaussNewton(damping=1e-13, cg_steps=5),
+                      rules=Rules(rho=1.0, max_iter=1))
+    np.testing.assert_allclose(s.x, x_ls, atol=1e-9)
+
+
+def test_dipg_exact_inverse_lands_in_one_step():
+    p, A, y = linear_problem(1)
+    pinv = jnp.linalg.pinv(A)
+    s = invphys.solve(p, y, jnp.zeros(5), method=DIPG(inverse=lambda z: pinv @ z),
+                      rules=Rules(rho=1.0, max_iter=1))
+    np.testing.assert_allclose(s.x, pinv @ y, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["paper", "local"])
+def test_relaxed_exact_step_shrinks_residual_by_0_6(form):
+    """rho = 0.4 with an exact step on a consistent linear problem: r_k = 0.6^k r_0,
+    so the iterations to eps are ceil(log(eps / r0) / log 0.6)."""
+    k1, k2 = jax.random.split(jax.random.key(2))
+    A = jax.random.normal(k1, (6, 6)) + 3 * jnp.eye(6)
+    y = A @ jax.random.normal(k2, (6,))
+    p = invphys.Problem(forward=lambda x: A @ x, x_size=6)
+    inv = jnp.linalg.inv(A)
+    s = invphys.solve(p, y, jnp.zeros(6), method=DIPG(inverse=lambda z: inv @ z, form=form),
+                      rules=Rules(max_iter=30, eps=1e-3))
+    h = np.asarray(s.history["rmse"])
+    np.testing.assert_allclose(h[1:20] / h[:19], 0.6, rtol=1e-9)
+    r0 = h[0]
+    assert int(s.stats["steps_to_eps"]) == int(np.ceil(np.log(1e-3 / r0) / np.log(0.6)))
+
+
+# ------------------------------------------------------- protocol invariants
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), method=st.sampled_from(METHODS),
+       width=st.floats(0.05, 2.0))
+def test_every_accepted_step_is_armijo_and_feasible(seed, method, width):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    n = 4
+    A = jax.random.normal(k1, (7, n))
+    lo = -width * jax.random.uniform(k2, (n,))
+    hi = width * jax.random.uniform(k3, (n,))
+    # a nonlinear forward map so that every method needs several iterations
+    p = invphys.Problem(forward=lambda x: jnp.tanh(A @ x) + 0.1 * (A @ x) ** 2,
+                        lower=lo, upper=hi)
+    y = jnp.tanh(A @ jnp.ones(n))
+    rules = Rules(max_iter=15)
+    s = invphys.solve(p, y, jnp.zeros(n), method=method, rules=rules)
+    # replay: every accepted iterate satisfies Armijo against its predecessor and is feasible
+    h = np.asarray(s.history["rmse"])
+    acc = np.asarray(s.history["accepted"])
+    steps = int(s.steps)
+    phi = 0.5 * h**2
+    for k in range(steps):
+        if acc[k]:
+            assert phi[k + 1] <= phi[k] + 1e-15 * max(phi[k], 1.0)
+        else:
+            assert phi[k + 1] == phi[k]
+    assert bool(p.is_feasible(s.x))
+
+
+def test_armijo_holds_exactly_on_the_proposal():
+    """The protocol's test: Phi(x+) <= Phi(x) + c rho <G, p>, checked by re-running it."""
+    p, A, y = linear_problem(3, bounded=True)
+    rules = Rules(max_iter=1, armijo_c=0.5)
+    s = invphys.solve(p, y, jnp.zeros(5), method="pg", rules=rules)
+    x0 = jnp.zeros(5)
+    G = A.T @ (A @ x0 - y) / y.size
+    alpha = float(s.history["alpha"][0])
+    prop = -alpha * G
+    phi = lambda x: 0.5 * jnp.mean((A @ x - y) ** 2)
+    assert float(phi(s.x)) <= float(phi(x0) + 0.5 * 0.4 * jnp.vdot(G, prop)) + 1e-15
+    # the previous (larger) alpha must have failed the same test
+    if alpha < 1.0:
+        xp = 0.6 * x0 + 0.4 * p.project(x0 - 2 * alpha * G)
+        assert float(phi(xp)) > float(phi(x0) + 0.5 * 0.4 * jnp.vdot(G, -2 * alpha * G))
+
+
+def test_nonfinite_trial_is_a_rejection_not_a_nan():
+    # forward is NaN for x > 1: the first trials overshoot into it
+    p = invphys.Problem(forward=lambda x: jnp.where(x > 1.0, jnp.nan, x**2 - 0.25), x_size=1)
+    s = invphys.solve(p, jnp.array([0.75]), jnp.array([0.1]), method="pg",
+                      rules=Rules(rho=1.0, alpha0=1e3, max_iter=10))
+    assert bool(jnp.all(jnp.isfinite(s.x))) and float(s.x[0]) <= 1.0
+    assert int(s.stats["rejected"]) + int(s.stats["accepted"]) == int(s.steps)
+
+
+# --------------------------------------------------------------- batching
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_per_problem(method):
+    p, A, _ = linear_problem(4, bounded=True)
+    ys = jnp.stack([A @ jnp.full(5, 0.1 * i) + 0.3 for i in range(3)])
+    batch = invphys.solve(p, ys, jnp.zeros(5), method=method, rules=Rules(max_iter=20))
+    for i in range(3):
+        one = invphys.solve(p, ys[i], jnp.zeros(5), method=method, rules=Rules(max_iter=20))
+        np.testing.assert_allclose(batch.x[i], one.x, rtol=1e-10, atol=1e-12)
+        assert int(batch.steps[i]) == int(one.steps)
+
+
+def test_float32_and_float64_both_run():
+    p, A, y = linear_problem(5)
+    for dtype in (jnp.float32, jnp.float64):
+        s = invphys.solve(p, y.astype(dtype), jnp.zeros(5, dtype), method="lm",
+                          rules=Rules(rho=1.0, max_iter=30))
+        assert s.x.dtype == dtype
+        x_ls = np.linalg.lstsq(np.asarray(A), np.asarray(y), rcond=None)[0]
+        tol = 1e-4 if dtype == jnp.float32 else 1e-10
+        np.testing.assert_allclose(np.asarray(s.x, float), x_ls, atol=tol)
+
+
+# ---------------------------------------------------------------- errors
+def test_bad_inputs_raise_typed_errors():
+    p, A, y = linear_problem(6, bounded=True)
+    with pytest.raises(invphys.NonFiniteError):
+        invphys.solve(p, y.at[0].set(jnp.nan), jnp.zeros(5))
+    with pytest.raises(invphys.ShapeError):
+        invphys.solve(p, y[:5], jnp.zeros(5))
+    with pytest.raises(invphys.ShapeError):
+        invphys.solve(p, y, jnp.zeros(4))
+    q = invphys.Problem(forward=lambda x: jnp.log(x), x_size=2)
+    with pytest.raises(invphys.NonFiniteError, match="x0"):
+        invphys.solve(q, jnp.ones(2), -jnp.ones(2))
+    s = invphys.solve(p, y, 5 * jnp.ones(5), method="pg", rules=Rules(max_iter=2))
+    assert s.x0_projected
+
+
+# ------------------------------------------------------------- LM and bounds
+@pytest.mark.parametrize("name", ["rosenbrock", "freudenstein_roth", "beale", "helical_valley",
+                                  "powell_singular", "wood", "bard", "box_3d"])
+def test_lm_solves_mgh_from_standard_start(name):
+    prob = get_mgh(name)
+    p = invphys.Problem(forward=prob.residual, x_size=prob.n)
+    s = invphys.solve(p, jnp.zeros(prob.m), jnp.asarray(prob.x0), method="lm",
+                      rules=Rules(rho=1.0, max_iter=500, stall_tol=0.0, eps=0.0,
+                                  armijo="step", xtol=1e-14))
+    f = float(jnp.sum(prob.residual(s.x) ** 2))
+    at_global = abs(f - prob.f_star) <= max(prob.f_star_tol, 1e-8 * max(1.0, prob.f_star))
+    # MGH print local minima to 6 significant digits: one unit in the last digit
+    at_local = any(abs(f - fl) <= 1e-5 * abs(fl) for fl in prob.f_local)
+    assert at_global or at_local, f
+
+
+def _kkt_ok(p, x, grad, tol):
+    lo, hi = np.asarray(p.lower), np.asarray(p.upper)
+    x, g = np.asarray(x), np.asarray(grad)
+    at_lo, at_hi = x <= lo + 1e-10, x >= hi - 1e-10
+    free = ~(at_lo | at_hi)
+    return (np.all(np.abs(g[free]) <= tol) and np.all(g[at_lo] >= -tol)
+            and np.all(g[at_hi] <= tol))
+
+
+KKT_RULES = Rules(rho=1.0, max_iter=300, stall_tol=0.0, eps=0.0, armijo="step", xtol=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lm_reaches_constrained_optimum_of_box_linear_lsq(seed):
+    k1, k2 = jax.random.split(jax.random.key(100 + seed))
+    m, n = 15, 6
+    A = jax.random.normal(k1, (m, n)) @ (jnp.eye(n) + 0.8 * jnp.ones((n, n)) / n)
+    b = 3.0 * jax.random.normal(k2, (m,))
+    lo, hi = -0.3 * jnp.ones(n), 0.4 * jnp.ones(n)
+    ref = scipy.optimize.lsq_linear(np.asarray(A), np.asarray(b), bounds=(lo, hi), tol=1e-14)
+    p = invphys.Problem(forward=lambda x: A @ x, lower=lo, upper=hi)
+    s = invphys.solve(p, b, jnp.zeros(n), method="lm", rules=KKT_RULES)
+    cost = 0.5 * float(jnp.sum((A @ s.x - b) ** 2))
+    assert np.sum(ref.active_mask != 0) > 0, "test needs active bounds"
+    assert cost <= ref.cost + 1e-8 * max(1.0, ref.cost), (cost, ref.cost)
+    grad = A.T @ (A @ s.x - b)
+    assert _kkt_ok(p, s.x, grad, 1e-7 * max(1.0, float(jnp.max(jnp.abs(A.T @ b)))))
+
+
+def test_projected_gn_is_not_kkt_but_lm_is():
+    """The paper's projected GN stalls at a non-KKT point on a coupled box problem."""
+    A = jnp.array([[1.0, 0.9], [0.9, 1.0], [0.0, 0.3]])
+    b = jnp.array([2.0, -1.0, 0.0])
+    p = invphys.Problem(forward=lambda x: A @ x, lower=jnp.array([-0.2, -0.2]),
+                        upper=jnp.array([0.2, 0.2]))
+    ref = scipy.optimize.lsq_linear(np.asarray(A), np.asarray(b), bounds=(-0.2, 0.2), tol=1e-14)
+    gn = invphys.solve(p, b, jnp.zeros(2), method=GaussNewton(damping=1e-12), rules=KKT_RULES)
+    lm = invphys.solve(p, b, jnp.zeros(2), method="lm", rules=KKT_RULES)
+    cost = lambda x: 0.5 * float(jnp.sum((A @ x - b) ** 2))
+    assert cost(lm.x) <= ref.cost + 1e-10
+    assert cost(gn.x) > ref.cost + 1e-3  # projection of a coupled GN step is not enough
+
+
+@pytest.mark.parametrize("prob", MGH_BOUNDED, ids=lambda p: p.name)
+def test_lm_kkt_on_bounded_nonlinear(prob):
+    p = invphys.Problem(forward=prob.residual, lower=prob.lower, upper=prob.upper)
+    x0 = p.project(jnp.asarray(prob.x0))
+    s = invphys.solve(p, jnp.zeros(prob.m), x0, method="lm", rules=KKT_RULES)
+    lo, hi = np.asarray(prob.lower, float), np.asarray(prob.upper, float)
+    ref = scipy.optimize.least_squares(prob.residual, np.asarray(x0), bounds=(lo, hi),
+                                       method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    f = float(jnp.sum(prob.residual(s.x) ** 2))
+    assert f <= 2 * ref.cost * (1 + 1e-8) + 1e-12, (f, 2 * ref.cost)
+    grad = jax.jacfwd(prob.residual)(s.x).T @ prob.residual(s.x)
+    assert _kkt_ok(p, s.x, grad, 1e-6 * max(1.0, float(jnp.max(jnp.abs(grad)))))
