@@ -41,3 +41,38 @@ def plot_observations(problem, x, y_clean, y_noisy, max_curves: int = 4):
     fig.suptitle(f"{problem.name}: {k} sample(s)")
     fig.tight_layout()
     return fig
+
+
+def plot_convergence(histories: dict, eps: float | None = None, title: str = "", ax=None):
+    """Normalised RMSE vs iteration: median and interquartile band per method
+    (thin lines for every run when there are few)."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, h) in enumerate(histories.items()):
+        h = np.atleast_2d(np.asarray(h, float))
+        # a finished run keeps its last value (NaN marks iterations not run)
+        filled = h.copy()
+        for row in filled:
+            last = np.where(np.isfinite(row))[0]
+            if last.size:
+                row[last[-1] + 1:] = row[last[-1]]
+        c = colors[i % len(colors)]
+        it = np.arange(h.shape[1])
+        if len(h) <= 5:
+            for row in h:
+                ax.plot(it, row, color=c, lw=1, alpha=0.8)
+            ax.plot([], [], color=c, label=name)
+        else:
+            q1, med, q3 = np.nanpercentile(filled, [25, 50, 75], axis=0)
+            ax.plot(it, med, color=c, label=f"{name} (median, IQR)")
+            ax.fill_between(it, q1, q3, color=c, alpha=0.2)
+    if eps is not None:
+        ax.axhline(eps, color="k", ls="--", lw=0.8, label=f"eps = {eps}")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("normalised residual RMSE")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax.figure if own else ax

@@ -61,6 +61,11 @@ def g_accuracy(kind: str | None, x_true: np.ndarray, x_hat: np.ndarray,
     return {"g_rel_l2_median": float(np.median(num[ok] / den[ok]))}
 
 
+_batch_f = eqx.filter_jit(lambda model, x: jax.vmap(model.f)(x))
+_batch_g = eqx.filter_jit(lambda model, z: jax.vmap(model.g)(z))
+_jcp_jit = eqx.filter_jit(jcp_estimate)
+
+
 def evaluate(
     model: AbstractDeceptron,
     dataset: Dataset,
@@ -79,13 +84,12 @@ def evaluate(
     xt = jnp.asarray(dataset.x_test, dtype)
     zt = jnp.asarray(norm.transform(dataset.y_test), dtype)
     zt_clean = jnp.asarray(norm.transform(dataset.y_test_clean), dtype)
-    f = eqx.filter_jit(lambda mdl, x: jax.vmap(mdl.f)(x))
-    g = eqx.filter_jit(lambda mdl, z: jax.vmap(mdl.g)(z))
+    f, g = _batch_f, _batch_g
     fv, ft = np.asarray(f(model, xv)), np.asarray(f(model, xt))
     signal = np.asarray(norm.signal)
     sq_val = (fv - np.asarray(zv)) ** 2
     key = jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
-    rjcp = float(eqx.filter_jit(jcp_estimate)(model, xv, key, FINAL_RJCP_PROBES, probe))
+    rjcp = float(_jcp_jit(model, xv, key, FINAL_RJCP_PROBES, probe))
     out: dict[str, Any] = {
         "val_mse": float(sq_val.mean()),
         "val_mse_signal": float(sq_val[:, signal].mean()) if signal.any() else None,

@@ -16,6 +16,7 @@ validation MSE (of the weights entering the epoch) is below ``jcp_trigger``; fro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -210,12 +211,14 @@ def val_mse(model: AbstractDeceptron, x: Array, z: Array) -> Array:
     return jnp.mean((jax.vmap(model.f)(x) - z) ** 2)
 
 
-def init_state(cfg: TrainConfig, model: AbstractDeceptron, optimizer,
-               x_val: Array, z_val: Array) -> TrainState:
+_val_mse_jit = eqx.filter_jit(val_mse)
+
+
+def init_state(model: AbstractDeceptron, optimizer, x_val: Array, z_val: Array) -> TrainState:
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     return TrainState(
         model=model, opt_state=opt_state, epoch=jnp.asarray(0),
-        jcp_on=jnp.asarray(False), val_mse=eqx.filter_jit(val_mse)(model, x_val, z_val),
+        jcp_on=jnp.asarray(False), val_mse=_val_mse_jit(model, x_val, z_val),
         elapsed_s=jnp.asarray(0.0),
     )
 
@@ -224,6 +227,14 @@ def steps_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
     """(batch size, batches per epoch); the remainder of each shuffle is dropped."""
     batch = min(cfg.batch_size, n_train)
     return batch, n_train // batch
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_epoch(cfg: TrainConfig, n_train: int):
+    """``(optimizer, epoch_fn)`` for a config, cached so that repeated runs (a resume, a
+    rerun with the same seed) reuse one compiled epoch."""
+    optimizer = make_optimizer(cfg, steps_per_epoch(cfg, n_train)[1])
+    return optimizer, make_epoch(cfg, n_train, optimizer)
 
 
 def make_epoch(cfg: TrainConfig, n_train: int, optimizer):
@@ -325,8 +336,7 @@ def train_deceptron(
     data = _as_data(dataset, cfg.jnp_dtype)
     n_train, n = data["x_train"].shape
     m = data["z_train"].shape[1]
-    batch, nb = steps_per_epoch(cfg, n_train)
-    optimizer = make_optimizer(cfg, nb)
+    optimizer, epoch_fn = compiled_epoch(cfg, n_train)
     digest = dataset.digest()
     out = Path(out) if out is not None else None
 
@@ -339,9 +349,8 @@ def train_deceptron(
                 state, history = loaded
     if state is None:
         model = init_model(cfg, data["x_train"], data["z_train"])
-        state = init_state(cfg, model, optimizer, data["x_val"], data["z_val"])
+        state = init_state(model, optimizer, data["x_val"], data["z_val"])
 
-    epoch_fn = make_epoch(cfg, n_train, optimizer)
     start = int(state.epoch)
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     bar = None

@@ -178,8 +178,6 @@ def deceptronnet_loss(model: DeceptronNet, x: Float[Array, "batch ..."],
     """
     x_hat = jax.vmap(model)(y)
     mse = jnp.mean((x_hat - x.reshape(x_hat.shape)) ** 2)
-    if data_weight == 0:
-        return mse
     op = model.operator
     if sigma is None:
         y_hat = jax.vmap(op)(x_hat)

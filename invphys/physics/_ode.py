@@ -1,11 +1,22 @@
-"""Shared diffrax pieces for the simulators: the classical RK4 solver and the adjoint.
+"""Shared diffrax pieces for the simulators: the RK4 solver and differentiable stepping.
+
+**Stepping.** A solve here is a ``lax.scan`` over a diffrax solver's ``step`` on a
+fixed grid of times. A scan is differentiable in both modes (JVP for Gauss-Newton
+products, VJP for gradients) and costs no more than the steps it takes. diffrax's own
+loop offers forward mode (:class:`diffrax.ForwardMode`) or cheap reverse mode
+(:class:`diffrax.RecursiveCheckpointAdjoint`) but not both; its
+:class:`diffrax.DirectAdjoint` does both but measured ~100x slower per step here
+(nested checkpointed scans sized by ``max_steps``).
+
+**Adaptive solves** (:func:`adaptive_grid`) run diffrax's own adaptive loop once,
+without derivatives, to choose the step times, then the scan replays exactly those
+times. Differentiating an adaptive loop directly is subtly inconsistent: the step
+choices are rounding-sensitive, so the JVP and the recomputed forward pass of the VJP
+can linearise different discrete paths. On a frozen grid, JVP and VJP are exact
+transposes (<J v, w> = <v, J^T w> to rounding), which CG on J^T J relies on.
 
 diffrax ships no classical 4th-order Runge-Kutta, which the paper's oscillator uses,
-so it is defined here from its Butcher tableau. The adjoint is
-:class:`diffrax.DirectAdjoint`: diffrax's default (recursive checkpointing) has no
-forward mode, :class:`diffrax.ForwardMode` has no reverse mode, and the solvers need
-both (JVP for Jacobian-vector products, VJP for gradients). With fixed steps its
-``max_steps`` equals the step count, so it costs no more than a scan.
+so it is defined here from its Butcher tableau.
 """
 
 from __future__ import annotations
@@ -38,38 +49,35 @@ class RK4(diffrax.AbstractERK):
         return 4
 
 
-ADJOINT = diffrax.DirectAdjoint()
-
 SOLVERS = {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5, "dopri8": diffrax.Dopri8}
 
 
-class _Replay(diffrax.AbstractStepSizeController):
-    """Steps exactly through the given times ``ts`` (padded with the final time)."""
+def grid_solve(term, solver, ts, y0, args=None, save_all: bool = False):
+    """Step ``solver`` through the times ``ts`` (a scan). Returns the final state, or the
+    states at every time in ``ts`` (``save_all``). Zero-length steps (padding) are
+    exact no-ops for explicit Runge-Kutta methods."""
+    if hasattr(solver, "scan_kind") and solver.scan_kind is None:
+        # the stage loop as a bounded loop: diffrax's default (checkpointed) has no JVP,
+        # "lax" has no VJP; "bounded" (a scan of static length = the stages) has both
+        solver = type(solver)(scan_kind="bounded")
+    state = solver.init(term, ts[0], ts[1], y0, args)
 
-    ts: jax.Array
+    def body(carry, t01):
+        y, st = carry
+        y1, _, _, st, _ = solver.step(term, t01[0], t01[1], y, args, st, False)
+        return (y1, st), (y1 if save_all else None)
 
-    def wrap(self, direction):
-        return self
-
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        return self.ts[1], jnp.asarray(1)
-
-    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, i):
-        nxt = self.ts[jnp.minimum(i + 1, self.ts.shape[0] - 1)]
-        return True, t1, nxt, False, i + 1, diffrax.RESULTS.successful
+    (y_end, _), ys = jax.lax.scan(body, (y0, state), (ts[:-1], ts[1:]))
+    if save_all:
+        return jnp.concatenate([y0[None], ys])
+    return y_end
 
 
-def adaptive_solve(term, solver, t0, t1, y0, args, controller, saveat, max_steps):
-    """An adaptive solve whose derivatives are those of one fixed discrete scheme.
+def adaptive_grid(term, solver, t0, t1, y0, args, controller, max_steps: int):
+    """Step times chosen by diffrax's adaptive loop (no derivatives flow through them).
 
-    Pass 1 (no derivatives) lets ``controller`` choose the steps; pass 2 replays
-    exactly those steps with :data:`ADJOINT`. Differentiating a single adaptive solve
-    directly is subtly inconsistent: reverse mode recomputes the forward pass, where
-    a rounding-level difference can flip an accept/reject decision, so the VJP
-    linearises a different discrete path from the JVP (<J v, w> and <v, J^T w> then
-    differ at the tolerance level, ~1e-10, and CG on J^T J loses symmetry). Replaying
-    frozen steps makes JVP and VJP exact transposes, at the cost of a second solve.
-    """
+    Returns ``max_steps + 1`` times from t0 to t1, padded at the end with t1 (so the
+    replay's extra steps have zero length)."""
     sg = jax.lax.stop_gradient
     probe = diffrax.diffeqsolve(
         term, solver, t0=t0, t1=t1, dt0=None, y0=sg(y0), args=sg(args),
@@ -77,9 +85,4 @@ def adaptive_solve(term, solver, t0, t1, y0, args, controller, saveat, max_steps
         max_steps=max_steps, adjoint=diffrax.ForwardMode(),
     )
     ts = jnp.where(jnp.isfinite(probe.ts), probe.ts, t1)
-    ts = sg(jnp.concatenate([jnp.asarray(t0, ts.dtype)[None], ts]))
-    return diffrax.diffeqsolve(
-        term, solver, t0=t0, t1=t1, dt0=None, y0=y0, args=args,
-        stepsize_controller=_Replay(ts), saveat=saveat, max_steps=max_steps,
-        adjoint=ADJOINT,
-    )
+    return sg(jnp.concatenate([jnp.asarray(t0, ts.dtype)[None], ts]))

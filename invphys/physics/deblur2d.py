@@ -268,7 +268,8 @@ class Deblur2DSampler(eqx.Module):
 
     ``sampler(key, count)`` returns the flat x's, shape ``(count, n * n)`` (the
     :class:`Problem` sampler interface); ``pairs(key, count)`` returns the same x's and
-    their sigmas ``(count,)``; ``fields`` returns x as ``(count, n, n)``.
+    their sigmas ``(count,)``; ``fields`` returns x as ``(count, n, n)``; ``one(key)``
+    is a single draw.
     """
 
     n: int = eqx.field(static=True, default=64)
@@ -276,41 +277,73 @@ class Deblur2DSampler(eqx.Module):
     sigma_min: float = eqx.field(static=True, default=0.7)
     sigma_max: float = eqx.field(static=True, default=2.0)
 
-    def fields(self, key: PRNGKeyArray, count: int) -> Float[Array, "count n n"]:
+    def one(self, key: PRNGKeyArray) -> tuple[Array, Array]:
+        """One draw: a field ``(n, n)`` and its sigma (a scalar)."""
+        k_x, k_s = jax.random.split(key)
         N = 2 * self.n
         dtype = jnp.result_type(float)
-        w = jax.random.normal(key, (count, N, N), dtype)
+        w = jax.random.normal(k_x, (N, N), dtype)
         f = jnp.fft.fftfreq(N).astype(dtype)
         g = jnp.exp(-2.0 * (jnp.pi * self.length_scale * f) ** 2)  # FT of the Gaussian
         field = jnp.fft.ifft2(jnp.fft.fft2(w) * (g[:, None] * g[None, :])).real
-        field = field[:, : self.n, : self.n]
-        lo = field.min(axis=(1, 2), keepdims=True)
-        hi = field.max(axis=(1, 2), keepdims=True)
-        return jnp.clip((field - lo) / (hi - lo), 0.0, 1.0)
+        field = field[: self.n, : self.n]
+        lo, hi = field.min(), field.max()
+        field = jnp.clip((field - lo) / (hi - lo), 0.0, 1.0)
+        sigma = jax.random.uniform(k_s, (), dtype, self.sigma_min, self.sigma_max)
+        return field, sigma
 
+    @eqx.filter_jit
     def pairs(self, key: PRNGKeyArray, count: int) -> tuple[Array, Array]:
-        """``(x, sigma)``: x of shape ``(count, n * n)``, sigma of shape ``(count,)``."""
-        k_x, k_s = jax.random.split(key)
-        x = self.fields(k_x, count).reshape(count, -1)
-        sigma = jax.random.uniform(k_s, (count,), x.dtype, self.sigma_min, self.sigma_max)
-        return x, sigma
+        """``(x, sigma)``: x of shape ``(count, n * n)``, sigma of shape ``(count,)``.
+
+        Sample i depends only on ``(key, i)``: a smaller ``count`` gives a prefix of a
+        larger one. Runs in batches of 256 (memory stays flat for large counts).
+        """
+        keys = jax.random.split(key, count)
+        x, sigma = jax.lax.map(self.one, keys, batch_size=min(count, _BATCH))
+        return x.reshape(count, -1), sigma
+
+    def fields(self, key: PRNGKeyArray, count: int) -> Float[Array, "count n n"]:
+        """The x's of :meth:`pairs` as ``(count, n, n)`` images."""
+        return self.pairs(key, count)[0].reshape(count, self.n, self.n)
 
     def __call__(self, key: PRNGKeyArray, count: int) -> Float[Array, "count nn"]:
         return self.pairs(key, count)[0]
 
 
+_BATCH = 256
+
+
 def draw(problem: Problem, key: PRNGKeyArray, count: int):
     """Protocol data: ``(x, sigma, y_clean, y_noisy)`` with y from each sample's A_true.
 
-    x is flat ``(count, n * n)``, y flat ``(count, m * m)``. Seeded: the same key gives
-    the same data; ``x`` equals ``problem.sample(k_x, count)`` for the first half of
-    ``jax.random.split(key)``.
+    x is flat ``(count, n * n)``, y flat ``(count, m * m)``; jitted (``count`` static),
+    in batches of 256. Seeded and prefix-stable: the same key gives the same data, a
+    smaller ``count`` a prefix of it; ``x`` equals ``problem.sample(k_x, count)`` with
+    ``k_x`` the first half of ``jax.random.split(key)``.
     """
     k_x, k_noise = jax.random.split(key)
     x, sigma = problem.sampler.pairs(k_x, count)
-    y = jax.vmap(lambda xi, si: true_forward(problem.fn, xi, si))(x, sigma)
-    y_noisy = y if problem.noise is None else problem.noise(k_noise, y)
+    y, y_noisy = observe_true(problem.fn, problem.noise, k_noise, x, sigma)
     return x, sigma, y, y_noisy
+
+
+@eqx.filter_jit
+def observe_true(op: Deblur2D, noise: AbstractNoise | None, key: PRNGKeyArray,
+                 x: Float[Array, "count nn"], sigma: Float[Array, " count"]):
+    """Clean and noisy observations of a batch under each sample's true operator.
+
+    Sample i's noise uses ``jax.random.split(key, count)[i]`` (prefix-stable).
+    """
+    count = x.shape[0]
+
+    def one(args):
+        xi, si, ki = args
+        yi = true_forward(op, xi, si)
+        return yi, (yi if noise is None else noise(ki, yi))
+
+    return jax.lax.map(one, (x, sigma, jax.random.split(key, count)),
+                       batch_size=min(count, _BATCH))
 
 
 # --------------------------------------------------------------------------- build

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._problem import Problem
 from .._spec import Key, Spec, nonnegative, positive
-from ._ode import ADJOINT, SOLVERS, adaptive_solve
+from ._ode import SOLVERS, adaptive_grid, grid_solve
 
 SCHEMA = {
     "physics": {
@@ -98,18 +98,14 @@ class Heat1D(eqx.Module):
         u0 = x[1:-1]
         if self.fidelity == "paper":
             ts = self.s * jnp.arange(self.steps + 1, dtype=u0.dtype)
-            sol = diffrax.diffeqsolve(
-                term, diffrax.Euler(), t0=0.0, t1=ts[-1], dt0=None, y0=u0,
-                stepsize_controller=diffrax.StepTo(ts=ts),
-                saveat=diffrax.SaveAt(t1=True), max_steps=self.steps, adjoint=ADJOINT,
-            )
+            u1 = grid_solve(term, diffrax.Euler(), ts, u0)
         else:
-            sol = adaptive_solve(
-                term, SOLVERS[self.solver](), 0.0, self.tau_final, u0, None,
-                diffrax.PIDController(rtol=self.rtol, atol=self.atol, dtmax=self._dtmax()),
-                diffrax.SaveAt(t1=True), self.max_steps,
-            )
-        return jnp.pad(sol.ys[-1], 1)
+            solver = SOLVERS[self.solver]()
+            ctrl = diffrax.PIDController(rtol=self.rtol, atol=self.atol, dtmax=self._dtmax())
+            ts = adaptive_grid(term, solver, 0.0, self.tau_final, u0, None, ctrl,
+                               self.max_steps)
+            u1 = grid_solve(term, solver, ts, u0)
+        return jnp.pad(u1, 1)
 
 
 class SineSeriesPrior(eqx.Module):

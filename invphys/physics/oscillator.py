@@ -23,7 +23,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._problem import Problem
 from .._spec import Key, Spec, positive
-from ._ode import ADJOINT, RK4, adaptive_solve
+from ._ode import RK4, adaptive_grid, grid_solve
 
 PARAMS = ("m", "c", "k", "x0", "v0")
 
@@ -62,21 +62,20 @@ class Oscillator(eqx.Module):
         ts = jnp.linspace(0.0, self.t_final, self.n_obs, dtype=theta.dtype)
         y0 = theta[3:5]
         term = diffrax.ODETerm(_vector_field)
-        saveat = diffrax.SaveAt(ts=ts)
         if self.fidelity == "paper":
-            sol = diffrax.diffeqsolve(
-                term, RK4(), t0=ts[0], t1=ts[-1], dt0=None, y0=y0, args=theta,
-                stepsize_controller=diffrax.StepTo(ts=ts), saveat=saveat,
-                max_steps=self.n_obs - 1, adjoint=ADJOINT,
-            )
-        else:
-            dt = self.t_final / (self.n_obs - 1)
-            sol = adaptive_solve(
-                term, diffrax.Tsit5(), ts[0], ts[-1], y0, theta,
-                diffrax.PIDController(rtol=self.rtol, atol=self.atol, dtmax=dt),
-                saveat, self.max_steps,
-            )
-        return sol.ys[:, 0]
+            return grid_solve(term, RK4(), ts, y0, theta, save_all=True)[:, 0]
+        # adaptive steps that land exactly on every sample time (step_ts), capped at
+        # the sample spacing (dtmax), replayed on a frozen grid
+        dt = self.t_final / (self.n_obs - 1)
+        ctrl = diffrax.ClipStepSizeController(
+            diffrax.PIDController(rtol=self.rtol, atol=self.atol, dtmax=dt), step_ts=ts
+        )
+        solver = diffrax.Tsit5()
+        grid = adaptive_grid(term, solver, ts[0], ts[-1], y0, theta, ctrl, self.max_steps)
+        states = grid_solve(term, solver, grid, y0, theta, save_all=True)
+        # the grid steps onto every sample time (to rounding): take the nearest entry
+        idx = jnp.argmin(jnp.abs(grid[None, :] - ts[:, None]), axis=1)
+        return states[idx, 0]
 
 
 class UniformBoxPrior(eqx.Module):

@@ -51,3 +51,11 @@ class Rules(eqx.Module):
             raise ValueError(f"armijo must be 'proposal' or 'step', got {self.armijo!r}")
         if self.max_iter < 1 or self.max_halvings < 0:
             raise ValueError("max_iter must be >= 1 and max_halvings >= 0")
+
+
+def result_names(codes) -> list[str]:
+    """The names (``"stalled"``, ...) of a solve's ``stats["result"]`` codes (any shape)."""
+    import numpy as np
+
+    names = {int(item._value): name for name, item in RESULTS._name_to_item.items()}
+    return [names[int(c)] for c in np.atleast_1d(np.asarray(codes)).ravel()]
