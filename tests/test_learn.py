@@ -28,7 +28,7 @@ from invphys.learn import (
     train_deceptron,
 )
 
-N_X, N_Y = 6, 8
+N_X = N_Y = 8  # as the tiny heat1d spec of the CLI test: one compiled epoch
 
 
 def synthetic(n_train=512, n_eval=64, seed=0, noise=0.01) -> Dataset:
@@ -83,14 +83,21 @@ def test_train_config_defaults_match_spec_schema():
 
 def test_bundled_specs_train_sections():
     heat = TrainConfig.from_spec(invphys.load_spec("heat1d"))
-    assert heat == TrainConfig()  # the paper protocol, linear model
+    assert heat == TrainConfig(jcp_trigger=0.07)  # the paper protocol, linear model
     assert heat.trigger == 0.07 and heat.start_epoch == 12 and heat.ramp_end_epoch == 48
     osc = TrainConfig.from_spec(invphys.load_spec("oscillator"))
     assert osc.model == "mlp" and osc.jcp
 
 
-def test_jcp_schedule():
+def test_jcp_trigger_and_schedule():
+    from invphys.learn._train import jcp_gate
+
     cfg = TrainConfig()
+    assert not jcp_gate(cfg, 11, False, 0.01)  # too early
+    assert not jcp_gate(cfg, 12, False, 0.08)  # above the trigger
+    assert jcp_gate(cfg, 12, False, 0.06) and jcp_gate(cfg, 40, True, 5.0)  # sticky
+    assert not jcp_gate(cfg.replace(jcp=False), 40, True, 0.0)
+
     w = lambda ep, on=True: float(cfg.jcp_weight_at(ep, on))
     assert w(30, on=False) == 0.0
     assert w(12) == pytest.approx(0.2e-3)
@@ -129,16 +136,6 @@ def test_inverse_activation_is_exact(activation):
     assert d.f(x).shape == (4,) and d.g(d.f(x)).shape == (4,)
 
 
-def test_mlp_deceptron_shapes_and_scaling():
-    m = MLPDeceptron(3, 5, width=8, depth=2, key=jax.random.key(0),
-                     x_mean=[1.0, 2.0, 3.0], x_scale=[2.0, 2.0, 2.0])
-    assert (m.x_size, m.y_size) == (3, 5)
-    assert m.f(jnp.ones(3)).shape == (5,) and m.g(jnp.ones(5)).shape == (3,)
-    # the fixed scaling gets no gradient
-    grads = eqx.filter_grad(lambda mm: jnp.sum(mm.f(jnp.ones(3))) + jnp.sum(mm.g(jnp.ones(5))))(m)
-    assert not np.any(grads.x_mean) and not np.any(grads.x_scale)
-
-
 # ------------------------------------------------------------------ JCP estimator
 def _estimates(model, x, kind, draws=3000, probes=2):
     keys = jax.random.split(jax.random.key(7), draws)
@@ -148,8 +145,8 @@ def _estimates(model, x, kind, draws=3000, probes=2):
 
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
 def test_jcp_estimator_unbiased_mlp(kind):
-    model = MLPDeceptron(3, 5, width=16, depth=2, activation="tanh", key=jax.random.key(3))
-    x = jax.random.normal(jax.random.key(4), (4, 3))
+    model = MLPDeceptron(N_X, N_Y, width=16, depth=2, key=jax.random.key(3))
+    x = jax.random.normal(jax.random.key(4), (4, N_X))
     exact = float(jcp_exact(model, x))
     est = _estimates(model, x, kind)
     se = est.std(ddof=1) / math.sqrt(est.size)
@@ -178,8 +175,11 @@ def _exact_pair(n=5, tie=False):
     return Deceptron(Q, np.zeros(n), None if tie else Q.T, np.zeros(n))
 
 
+_loss_terms = eqx.filter_jit(loss_terms)
+
+
 def _terms(model, x, z):
-    return {k: float(v) for k, v in loss_terms(model, x, z, jax.random.key(0)).items()}
+    return {k: float(v) for k, v in _loss_terms(model, x, z, jax.random.key(0)).items()}
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -214,11 +214,19 @@ def test_every_loss_term_positive_otherwise():
     assert _terms(wide, x[:, :2], jnp.zeros((16, 3)))["bias"] == pytest.approx(1.0 + 4.0)
 
 
-def test_mlp_skips_linear_terms(data):
-    m = MLPDeceptron(N_X, N_Y, width=8, depth=1, key=jax.random.key(0))
-    t = _terms(m, data.x_train[:32], data.normaliser.transform(data.y_train[:32]))
-    assert t["spectral"] == t["bias"] == t["comp"] == 0.0
+def test_mlp_deceptron(data):
+    m = MLPDeceptron(N_X, N_Y, width=16, depth=2, key=jax.random.key(0),
+                     x_mean=np.arange(N_X), x_scale=np.full(N_X, 2.0))
+    assert (m.x_size, m.y_size) == (N_X, N_Y)
+    x, z = data.x_train[:32], data.normaliser.transform(data.y_train[:32])
+    assert m.f(x[0]).shape == (N_Y,) and m.g(z[0]).shape == (N_X,)
+    t = _terms(m, x, z)
+    assert t["spectral"] == t["bias"] == t["comp"] == 0.0  # no W or V in an MLP
     assert min(t["fit"], t["rec"], t["cyc"], t["jcp"]) > 0
+    # the fixed x scaling gets no gradient
+    grads = eqx.filter_grad(lambda mm: total_loss(loss_terms(mm, x, z), LossWeights(), 0.0))(m)
+    assert not np.any(grads.x_mean) and not np.any(grads.x_scale)
+    assert np.any(grads.f_net.layers[0].weight)
 
 
 # ------------------------------------------------------------------ training
@@ -244,11 +252,6 @@ def test_same_seed_bit_identical(data, linear_run):
     assert not np.array_equal(leaves(a)[0], leaves(b)[0])
 
 
-def test_unmet_trigger_keeps_jcp_off(data):
-    ck = train_deceptron(data, SMALL.replace(jcp_trigger=1e-9, epochs=3))
-    assert not ck.metrics["jcp_on"] and ck.metrics["w_jcp_final"] == 0.0
-
-
 def test_mlp_training_resume_is_bit_identical(data, tmp_path):
     full = train_deceptron(data, SMALL_MLP)
     part = train_deceptron(data, SMALL_MLP, out=tmp_path, stop_after=2)
@@ -257,8 +260,9 @@ def test_mlp_training_resume_is_bit_identical(data, tmp_path):
         load_checkpoint(tmp_path)
     resumed = train_deceptron(data, SMALL_MLP, out=tmp_path, resume=True)
     assert_identical(resumed.model, full.model)
-    assert resumed.metrics["train_loss"] < 0.5 * json.loads(
-        (tmp_path / "log.jsonl").read_text().splitlines()[0])["loss"]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in log] == list(range(1, SMALL_MLP.epochs + 1))
+    assert log[-1]["loss"] < log[0]["loss"] and log[-1]["fit"] < log[0]["fit"]
     assert_identical(load_deceptron(tmp_path), full.model)
 
 
@@ -348,36 +352,75 @@ def test_cli_train_help(capsys):
         assert flag in text
 
 
+def test_cli_flags_become_spec_overrides():
+    from invphys.cli import build_parser
+    from invphys.commands.train import build_spec
+
+    args = build_parser().parse_args([
+        "train", "heat1d", "--out", "x", "--model", "mlp", "--epochs", "7", "--no-jcp",
+        "--tie-v", "--seed", "3", "--set", "train.lr=1e-3", "--set", "data.n_train=100",
+        "--set", 'train.probe="rademacher"',
+    ])
+    spec = build_spec(args)
+    t = spec["train"]
+    assert (t["model"], t["epochs"], t["jcp"], t["tie_v"], t["seed"], t["lr"], t["probe"]) == (
+        "mlp", 7, False, True, 3, 1e-3, "rademacher")
+    assert spec["data"]["n_train"] == 100
+
+
+# The tiny spec's [train] equals SMALL and its sizes equal the synthetic data's, so the
+# CLI run reuses the compiled epoch of the tests above.
+TINY_SPEC = f"""name = "heat1d-tiny"
+problem = "heat1d"
+[physics]
+n = {N_X}
+steps = 20
+[prior]
+n_modes = 3
+[noise]
+std = 0.02
+[bounds]
+lower = -3.0
+upper = 3.0
+pin = [0, {N_X - 1}]
+[data]
+n_train = 512
+n_val = 64
+n_test = 64
+[train]
+epochs = {SMALL.epochs}
+batch_size = {SMALL.batch_size}
+lr = {SMALL.lr}
+jcp_trigger = {SMALL.jcp_trigger}
+"""
+
+
 def test_cli_tiny_train_writes_card(tmp_path, capsys):
     from invphys.cli import main
 
     spec = tmp_path / "tiny.toml"
-    spec.write_text(
-        'name = "heat1d-tiny"\nproblem = "heat1d"\n[physics]\nn = 16\nsteps = 20\n'
-        "[prior]\nn_modes = 4\n[noise]\nstd = 0.02\n"
-        "[bounds]\nlower = -3.0\nupper = 3.0\npin = [0, 15]\n"
-        "[data]\nn_train = 200\nn_val = 40\nn_test = 40\n[train]\nepochs = 3\nbatch_size = 50\n"
-    )
+    spec.write_text(TINY_SPEC)
     out = tmp_path / "model"
-    args = ["train", str(spec), "--out", str(out), "--quiet", "--tie-v", "--no-jcp"]
+    args = ["train", str(spec), "--out", str(out), "--quiet"]
     assert main(args) == 0
     assert "trained Deceptron on heat1d-tiny" in capsys.readouterr().out
     card = json.loads((out / "card.json").read_text())
     assert card["problem"] == "heat1d-tiny" and card["physics"] == "heat1d"
-    assert card["config"]["tie_v"] and card["config"]["epochs"] == 3
-    assert not card["config"]["jcp"] and not card["metrics"]["jcp_on"]
-    assert {"val_mse", "rjcp", "vw_i_fro", "cond_w"} <= set(card["metrics"])
+    assert card["config"] == SMALL.to_dict() and card["spec"]["physics"]["n"] == N_X
+    assert {"val_mse", "rjcp", "vw_i_fro", "vw_i_fro_free", "cond_w"} <= set(card["metrics"])
+    assert card["metrics"]["jcp_on"] and card["training_time_s"] > 0
     # a second run without --resume refuses, with one line on stderr
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err
-    assert main([*args, "--resume"]) == 0
+    assert main([*args, "--resume"]) == 0  # already complete: rewrites the same checkpoint
     # load against problems
     tiny = invphys.load_spec(spec)
-    assert load_deceptron(out, tiny).x_size == 16
+    assert load_deceptron(out, tiny).x_size == N_X
     with pytest.raises(CheckpointError, match="trained on 'heat1d'"):
         load_deceptron(out, "oscillator")
     with pytest.raises(CheckpointError, match="physics.steps"):
         load_deceptron(out, tiny.replace({"physics.steps": 10}))
     load_deceptron(out, tiny.replace({"physics.steps": 10}), strict=False)
+    load_deceptron(out, tiny.replace({"physics.fidelity": "accurate"}))  # numerics only
     assert main(["train", str(spec), "--out", str(tmp_path / "x"), "--set", "train.nope=1"]) == 2

@@ -50,10 +50,10 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def build_spec(args: argparse.Namespace):
+    """The spec with the command line's overrides applied (and validated)."""
     from .._errors import SpecError
     from .._spec import load_spec
-    from ..learn import train_from_spec
 
     overrides = parse_set(args.set)
     if args.model:
@@ -69,8 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.force:
         raise SpecError("--resume and --force exclude each other")
     spec = load_spec(args.spec)
-    if overrides:
-        spec = spec.replace(overrides)
+    return spec.replace(overrides) if overrides else spec
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..learn import train_from_spec
+
+    spec = build_spec(args)
     ckpt = train_from_spec(spec, out=args.out, resume=args.resume, overwrite=args.force,
                            progress=not args.quiet)
     m, card = ckpt.metrics, ckpt.card

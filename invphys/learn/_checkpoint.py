@@ -253,14 +253,18 @@ def finalise(state, cfg, dataset: Dataset, *, spec, history, out, complete, dige
     """Compute the final metrics, build the card, and (with ``out``) write the checkpoint."""
     model = state.model
     pinned = tuple(spec["bounds"]["pin"]) if spec is not None else ()
-    metrics = evaluate(model, dataset, seed=cfg.seed, probe=cfg.probe,
-                       kind=spec.problem if spec is not None else None, pinned=pinned)
+    last = dict(history[-1]) if history else {}
+    if complete:
+        metrics = evaluate(model, dataset, seed=cfg.seed, probe=cfg.probe,
+                           kind=spec.problem if spec is not None else None, pinned=pinned)
+    else:  # an interrupted run: the last epoch's log (no separate evaluation)
+        metrics = {"val_mse": last.get("val_mse"), "rjcp": last.get("rjcp")}
     on_epochs = [h["epoch"] for h in history if h.get("jcp_on")]
     metrics.update(
         jcp_on=bool(state.jcp_on),
         jcp_trigger_epoch=(on_epochs[0] - 1) if on_epochs else None,
-        w_jcp_final=history[-1]["w_jcp"] if history else 0.0,
-        train_loss=history[-1]["loss"] if history else None,
+        w_jcp_final=last.get("w_jcp", 0.0),
+        train_loss=last.get("loss"),
     )
     card: dict[str, Any] = {
         "format": FORMAT,

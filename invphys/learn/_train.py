@@ -154,6 +154,17 @@ class TrainConfig:
         return jnp.where(on, self.jcp_weight * (0.2 + 0.8 * t), 0.0)
 
 
+def jcp_gate(cfg: TrainConfig, epoch, was_on, last_val_mse):
+    """Whether JCP is on in ``epoch``: it was on already (sticky), or epoch >= the start
+    epoch and the validation MSE of the weights entering the epoch is below the trigger.
+    Never with ``cfg.jcp`` false."""
+    if not cfg.jcp:
+        return jnp.asarray(False)
+    return jnp.asarray(was_on) | (
+        (jnp.asarray(epoch) >= cfg.start_epoch) & (jnp.asarray(last_val_mse) < cfg.trigger)
+    )
+
+
 class TrainState(eqx.Module):
     """Everything a training run carries from one epoch to the next.
 
@@ -246,9 +257,7 @@ def make_epoch(cfg: TrainConfig, n_train: int, optimizer):
     @eqx.filter_jit
     def epoch_fn(state: TrainState, x_tr, z_tr, x_val, z_val):
         ep = state.epoch
-        on = state.jcp_on | (
-            cfg.jcp & (ep >= cfg.start_epoch) & (state.val_mse < cfg.trigger)
-        )
+        on = jcp_gate(cfg, ep, state.jcp_on, state.val_mse)
         w_jcp = cfg.jcp_weight_at(ep, on).astype(x_tr.dtype)
         k_perm, k_steps, k_rjcp = jax.random.split(jax.random.fold_in(k_train, ep), 3)
         idx = jax.random.permutation(k_perm, n_train)[: nb * batch].reshape(nb, batch)

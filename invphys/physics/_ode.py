@@ -52,22 +52,51 @@ class RK4(diffrax.AbstractERK):
 SOLVERS = {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5, "dopri8": diffrax.Dopri8}
 
 
+def _explicit_step(solver, term, t0, t1, y, args):
+    """One explicit Runge-Kutta step from the solver's Butcher tableau (diffrax's own
+    coefficients), with the stages unrolled: fully differentiable both ways and
+    ~10x faster under vmap than stepping diffrax's generic stage loop."""
+    h = t1 - t0
+    f = lambda t, u: term.vf(t, u, args)
+    if isinstance(solver, diffrax.Euler):
+        return y + h * f(t0, y)
+    tab = solver.tableau
+    ks = [f(t0, y)]
+    for ci, arow in zip(tab.c, tab.a_lower, strict=True):
+        u = y + h * sum(float(a) * k for a, k in zip(arow, ks, strict=True) if a != 0.0)
+        ks.append(f(t0 + float(ci) * h, u))
+    return y + h * sum(float(b) * k for b, k in zip(tab.b_sol, ks, strict=True) if b != 0.0)
+
+
 def grid_solve(term, solver, ts, y0, args=None, save_all: bool = False):
     """Step ``solver`` through the times ``ts`` (a scan). Returns the final state, or the
     states at every time in ``ts`` (``save_all``). Zero-length steps (padding) are
-    exact no-ops for explicit Runge-Kutta methods."""
-    if hasattr(solver, "scan_kind") and solver.scan_kind is None:
-        # the stage loop as a bounded loop: diffrax's default (checkpointed) has no JVP,
-        # "lax" has no VJP; "bounded" (a scan of static length = the stages) has both
-        solver = type(solver)(scan_kind="bounded")
-    state = solver.init(term, ts[0], ts[1], y0, args)
+    exact no-ops for explicit Runge-Kutta methods.
 
-    def body(carry, t01):
-        y, st = carry
-        y1, _, _, st, _ = solver.step(term, t01[0], t01[1], y, args, st, False)
-        return (y1, st), (y1 if save_all else None)
+    Explicit solvers (Euler and every :class:`diffrax.AbstractERK`: Tsit5, RK4, ...)
+    step from their tableau; other diffrax solvers go through ``solver.step``."""
+    explicit = isinstance(solver, diffrax.Euler) or (
+        isinstance(solver, diffrax.AbstractERK) and not solver.tableau.implicit
+    )
+    if explicit:
+        def body(y, t01):
+            y1 = _explicit_step(solver, term, t01[0], t01[1], y, args)
+            return y1, (y1 if save_all else None)
 
-    (y_end, _), ys = jax.lax.scan(body, (y0, state), (ts[:-1], ts[1:]))
+        y_end, ys = jax.lax.scan(body, y0, (ts[:-1], ts[1:]))
+    else:
+        if hasattr(solver, "scan_kind") and solver.scan_kind is None:
+            # diffrax's default stage loop (checkpointed) has no JVP and "lax" no VJP;
+            # "bounded" (a scan of static length) has both
+            solver = type(solver)(scan_kind="bounded")
+        state = solver.init(term, ts[0], ts[1], y0, args)
+
+        def body(carry, t01):
+            y, st = carry
+            y1, _, _, st, _ = solver.step(term, t01[0], t01[1], y, args, st, False)
+            return (y1, st), (y1 if save_all else None)
+
+        (y_end, _), ys = jax.lax.scan(body, (y0, state), (ts[:-1], ts[1:]))
     if save_all:
         return jnp.concatenate([y0[None], ys])
     return y_end
