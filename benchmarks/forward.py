@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks._common import device_line, timed
-
 import jax  # noqa: E402  (after _common: x64 and BLAS caps)
 import jax.numpy as jnp  # noqa: E402
 
 import invphys  # noqa: E402
+from benchmarks._common import device_line, timed
 
 
 def main(argv=None):
@@ -37,8 +36,8 @@ def main(argv=None):
             ws = jnp.broadcast_to(ws, (args.batch, *ws.shape))
             ops = {
                 "forward": (jax.vmap(p.fn), (xs,)),
-                "jvp": (jax.vmap(lambda x, v: jax.jvp(p.fn, (x,), (v,))[1]), (xs, vs)),
-                "vjp": (jax.vmap(lambda x, w: jax.vjp(p.fn, x)[1](w)[0]), (xs, ws)),
+                "jvp": (jax.vmap(lambda x, v, f=p.fn: jax.jvp(f, (x,), (v,))[1]), (xs, vs)),
+                "vjp": (jax.vmap(lambda x, w, f=p.fn: jax.vjp(f, x)[1](w)[0]), (xs, ws)),
             }
             for op, (fn, a) in ops.items():
                 c, r, _ = timed(fn, *a)
