@@ -45,6 +45,19 @@ def load_problem(spec, overrides=None) -> Problem:
     return REGISTRY[s.problem].build(s)
 
 
+from .learn import (  # noqa: E402
+    AbstractDeceptron,
+    Checkpoint,
+    Deceptron,
+    MLPDeceptron,
+    TrainConfig,
+    jcp_estimate,
+    load_checkpoint,
+    load_deceptron,
+    train_deceptron,
+    train_from_spec,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -53,4 +66,6 @@ __all__ = [
     "AbstractNoise", "BoundsError", "CheckpointError", "Dataset", "GaussianNoise",
     "InputFileError", "InvphysError", "NonFiniteError", "Normaliser", "Problem",
     "ShapeError", "Spec", "SpecError", "load_problem", "load_spec", "make_dataset",
+    "AbstractDeceptron", "Checkpoint", "Deceptron", "MLPDeceptron", "TrainConfig",
+    "jcp_estimate", "load_checkpoint", "load_deceptron", "train_deceptron", "train_from_spec",
 ]

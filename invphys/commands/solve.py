@@ -57,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "dipg" or args.objective == "surrogate":
         if args.model is None:
             raise InputFileError("--model CKPT is needed for dipg and the surrogate objective")
-        from ..learn import load_deceptron
+        from ..learn import load_checkpoint
 
-        model = load_deceptron(args.model, problem=problem)
-        normaliser = model.normaliser
+        ckpt = load_checkpoint(args.model, problem)
+        model, normaliser = ckpt.model, ckpt.normaliser
         form = args.form or ("paper" if args.objective == "surrogate" else "local")
         if args.method == "dipg":
             method = DIPG(inverse=model.g, form=form)

@@ -19,8 +19,10 @@ from ._deceptron import (
 from ._losses import (
     LossWeights,
     composition_error,
+    draw_probes,
     jcp_estimate,
     jcp_exact,
+    jcp_from_probes,
     loss_terms,
     total_loss,
 )
@@ -29,7 +31,8 @@ from ._train import TrainConfig, TrainState, train_deceptron, train_from_spec
 
 __all__ = [
     "AbstractDeceptron", "Checkpoint", "Deceptron", "LossWeights", "MLPDeceptron",
-    "TrainConfig", "TrainState", "check_compatible", "composition_error", "evaluate",
-    "jcp_estimate", "jcp_exact", "load_checkpoint", "load_deceptron", "loss_terms",
-    "ridge_forward", "ridge_inverse", "total_loss", "train_deceptron", "train_from_spec",
+    "TrainConfig", "TrainState", "check_compatible", "composition_error", "draw_probes",
+    "evaluate", "jcp_estimate", "jcp_exact", "jcp_from_probes", "load_checkpoint",
+    "load_deceptron", "loss_terms", "ridge_forward", "ridge_inverse", "total_loss",
+    "train_deceptron", "train_from_spec",
 ]

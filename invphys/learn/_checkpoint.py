@@ -5,8 +5,9 @@ A checkpoint is a folder::
     model.eqx        the weights (equinox.tree_serialise_leaves: a sequence of .npy blobs)
     normaliser.npz   the output normaliser (mean, scale, signal)
     card.json        config, spec, metrics, data digest, versions, SHA-256 of the files
-    state.eqx        model + optimiser state + schedule flags, for --resume
-    state.json       the epoch, config and data digest of state.eqx (and its SHA-256)
+    state.eqx        for --resume: a JSON header (epoch, config, data digest, SHA-256)
+                     then the model, optimiser state and schedule flags
+    state.json       a readable copy of that header
     log.jsonl        one JSON object per completed epoch
 
 Every file is written to a temporary name and renamed into place; the card is written
@@ -101,22 +102,24 @@ def save_tree(path: Path, tree: Any) -> None:
         eqx.tree_serialise_leaves(tmp, tree)
 
 
-def load_tree(path: Path, like: Any, what: str) -> Any:
-    """Load leaves saved by :func:`save_tree` into the structure of ``like``."""
-    if not path.is_file():
-        raise CheckpointError(f"{what} file not found: {path}")
-    data = path.read_bytes()
-    f = io.BytesIO(data)
+def load_tree(source: Path | io.BytesIO, like: Any, what: str) -> Any:
+    """Load leaves saved by :func:`save_tree` (a path, or the bytes) into ``like``."""
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise CheckpointError(f"{what} file not found: {source}")
+        what = f"{what} {source}"
+        source = io.BytesIO(source.read_bytes())
+    size = len(source.getbuffer())
     try:
-        out = eqx.tree_deserialise_leaves(f, like, filter_spec=_read_leaf)
+        out = eqx.tree_deserialise_leaves(source, like, filter_spec=_read_leaf)
     except RuntimeError as e:  # equinox's shape/dtype/type checks
-        raise CheckpointError(f"{what} {path} does not match the model: "
+        raise CheckpointError(f"{what} does not match the model: "
                               f"{str(e).splitlines()[0]}") from None
     except (ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"{what} {path} is corrupt or truncated ({e})") from None
-    if f.tell() != len(data):
-        raise CheckpointError(f"{what} {path} holds more data than the model "
-                              f"({len(data) - f.tell()} extra bytes): a different model?")
+        raise CheckpointError(f"{what} is corrupt or truncated ({e})") from None
+    if source.tell() != size:
+        raise CheckpointError(f"{what} holds more data than the model "
+                              f"({size - source.tell()} extra bytes): a different model?")
     return out
 
 
@@ -155,6 +158,17 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def machine() -> dict[str, Any]:
+    """Where the timing was taken: device, CPU count and the load when training ended."""
+    import os
+
+    info: dict[str, Any] = {"device": jax.devices()[0].device_kind, "cpus": os.cpu_count(),
+                            "platform": platform.platform()}
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    return info
+
+
 def model_info(model: AbstractDeceptron, cfg) -> dict[str, Any]:
     info: dict[str, Any] = {"class": type(model).__name__, "x_size": model.x_size,
                             "y_size": model.y_size, "dtype": cfg.dtype}
@@ -183,29 +197,54 @@ def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
             f"{out} already holds a run ({', '.join(present)}); pass --resume to continue "
             "it or --force to start afresh"
         )
+    if not (out / STATE_FILE).is_file():
+        raise CheckpointError(f"nothing to resume in {out}: no {STATE_FILE} (but "
+                              f"{', '.join(present)}); pass --force to start afresh")
 
 
 def save_train_state(out: Path, state, history: list[dict], cfg, digest: str) -> None:
-    save_tree(out / STATE_FILE, state)
+    """Save the state to resume from: ONE atomic file (a JSON header, then the leaves).
+
+    The header carries the epoch, config, data digest and the SHA-256 of the leaves, so
+    a state file can never disagree with its own metadata; ``state.json`` is a readable
+    copy of the header. The log is written first: it may run ahead of the state by an
+    epoch (trimmed on resume), never behind.
+    """
     with atomic_path(out / LOG_FILE, ".jsonl") as tmp:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-    save_json(out / STATE_META, {
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, state)
+    blob = buf.getvalue()
+    meta = {
         "format": STATE_FORMAT, "epoch": int(state.epoch), "config": cfg.to_dict(),
-        "dataset_digest": digest, "elapsed_s": float(state.elapsed_s),
-        "sha256": {STATE_FILE: _sha256(out / STATE_FILE)},
-    })
+        "dataset_digest": digest, "elapsed_s": float(state.elapsed_s[0]),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    with atomic_path(out / STATE_FILE, ".eqx") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.frombuffer(json.dumps(meta).encode(), np.uint8), allow_pickle=False)
+        fh.write(blob)
+    save_json(out / STATE_META, meta)
 
 
 def load_train_state(out: Path, cfg, digest: str, n: int, m: int, optimizer):
     """The saved (state, history) to resume from, or None when ``out`` holds none."""
     from ._train import TrainState, history_from_log, skeleton_model
 
-    meta_path = out / STATE_META
-    if not meta_path.is_file():
+    path = out / STATE_FILE
+    if not path.is_file():
         return None
-    meta = _read_json(meta_path, "training state")
+    data = path.read_bytes()
+    f = io.BytesIO(data)
+    try:
+        meta = json.loads(np.load(f, allow_pickle=False).tobytes())
+        assert isinstance(meta, dict)
+    except (ValueError, OSError, EOFError, AssertionError):
+        raise CheckpointError(f"training state {path} is corrupt (unreadable header)") from None
     if meta.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{meta_path} is not an invphys training state")
+        raise CheckpointError(f"{path} is not an invphys training state")
+    blob = data[f.tell():]
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise CheckpointError(f"training state {path} is corrupt (SHA-256 mismatch)")
     if meta.get("config") != cfg.to_dict():
         saved = meta.get("config") or {}
         diff = sorted(k for k in set(saved) | set(cfg.to_dict())
@@ -215,27 +254,20 @@ def load_train_state(out: Path, cfg, digest: str, n: int, m: int, optimizer):
     if meta.get("dataset_digest") != digest:
         raise CheckpointError(f"cannot resume {out}: it was trained on different data "
                               "(dataset digest differs)")
-    if _sha256_or_none(out / STATE_FILE) != meta.get("sha256", {}).get(STATE_FILE):
-        raise CheckpointError(f"cannot resume {out}: {STATE_FILE} does not match "
-                              f"{STATE_META} (corrupt or interrupted while saving)")
+
     def build():
         model = skeleton_model(cfg, n, m)
         return TrainState(
             model=model, opt_state=optimizer.init(eqx.filter(model, eqx.is_inexact_array)),
-            epoch=jnp.asarray(0), jcp_on=jnp.asarray(False),
-            val_mse=jnp.zeros((), cfg.jnp_dtype), elapsed_s=jnp.asarray(0.0),
+            epoch=jnp.zeros((), jnp.int32), jcp_on=jnp.zeros((), bool),
+            val_mse=jnp.zeros((), cfg.jnp_dtype), elapsed_s=jnp.zeros((2,), float),
         )
 
-    like = eqx.filter_eval_shape(build)
-    state = load_tree(out / STATE_FILE, like, "training state")
+    state = load_tree(io.BytesIO(blob), eqx.filter_eval_shape(build), f"training state {path}")
     epoch = int(state.epoch)
     history = history_from_log(out / LOG_FILE) if (out / LOG_FILE).is_file() else []
     history = [h for h in history if h.get("epoch", 0) <= epoch]
     return state, history
-
-
-def _sha256_or_none(path: Path) -> str | None:
-    return _sha256(path) if path.is_file() else None
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -250,7 +282,13 @@ def _read_json(path: Path, what: str) -> dict:
 
 # ------------------------------------------------------------------ final checkpoint
 def finalise(state, cfg, dataset: Dataset, *, spec, history, out, complete, digest):
-    """Compute the final metrics, build the card, and (with ``out``) write the checkpoint."""
+    """Compute the final metrics, build the card, and (with ``out``) write the checkpoint.
+
+    ``jcp_trigger_epoch`` is the 0-based epoch in which JCP first applied (the log's
+    ``epoch`` counts completed epochs, so it is the first logged epoch with ``jcp_on``,
+    minus one); ``training_time_s`` / ``training_cpu_s`` sum the epochs' wall and process
+    CPU time (compilation included, data simulation excluded) over every resumed session.
+    """
     model = state.model
     pinned = tuple(spec["bounds"]["pin"]) if spec is not None else ()
     last = dict(history[-1]) if history else {}
@@ -277,13 +315,14 @@ def finalise(state, cfg, dataset: Dataset, *, spec, history, out, complete, dige
         "metrics": metrics,
         "epochs_completed": int(state.epoch),
         "complete": complete,
-        "training_time_s": float(state.elapsed_s),
+        "training_time_s": float(state.elapsed_s[0]),
+        "training_cpu_s": float(state.elapsed_s[1]),
+        "machine": machine(),
         "dataset": {"digest": digest, "n_train": int(dataset.x_train.shape[0]),
                     "n_val": int(dataset.x_val.shape[0]),
                     "n_test": int(dataset.x_test.shape[0]),
                     "seed": spec["data"]["seed"] if spec is not None else None},
         "versions": versions(),
-        "device": jax.devices()[0].device_kind,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     path = None
@@ -320,7 +359,7 @@ def load_checkpoint(path: str | Path, problem=None, *, strict: bool = True) -> C
         raise CheckpointError(f"checkpoint not found: {path}")
     if not card_path.is_file():
         hint = (" (training did not finish: resume it with --resume)"
-                if (folder / STATE_META).is_file() else "")
+                if (folder / STATE_FILE).is_file() else "")
         raise CheckpointError(f"no checkpoint in {folder}: {CARD_FILE} not found{hint}")
     card = _read_json(card_path, "model card")
     if card.get("format") != FORMAT:

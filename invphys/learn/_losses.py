@@ -75,10 +75,15 @@ def draw_probes(key: PRNGKeyArray, shape: tuple[int, ...], kind: str = "gaussian
                 dtype=None) -> Array:
     """Probe vectors with E[xi xi^T] = I: standard Gaussian or Rademacher (+-1)."""
     dtype = dtype or jnp.result_type(float)
+    return as_probes(jax.random.normal(key, shape, dtype), kind)
+
+
+def as_probes(normal: Array, kind: str = "gaussian") -> Array:
+    """Turn standard normal draws into probes: themselves, or their signs (Rademacher)."""
     if kind == "gaussian":
-        return jax.random.normal(key, shape, dtype)
+        return normal
     if kind == "rademacher":
-        return jax.random.rademacher(key, shape, dtype)
+        return jnp.where(normal >= 0, 1.0, -1.0).astype(normal.dtype)
     raise ValueError(f"probe kind must be one of {PROBES}, got {kind!r}")
 
 
@@ -94,6 +99,12 @@ def jcp_samples(model: AbstractDeceptron, x: Float[Array, " n"],
     return jax.vmap(one)(xi)
 
 
+def jcp_from_probes(model: AbstractDeceptron, x: Float[Array, "B n"],
+                    xi: Float[Array, "B P n"]) -> Array:
+    """The JCP estimator with given probes: mean over the batch and the P probes per sample."""
+    return jnp.mean(jax.vmap(lambda xx, pp: jcp_samples(model, xx, pp))(x, xi))
+
+
 def jcp_estimate(
     model: AbstractDeceptron,
     x: Float[Array, "B n"],
@@ -106,8 +117,7 @@ def jcp_estimate(
     An unbiased estimate of ``jcp_exact(model, x)``.
     """
     B, n = x.shape
-    xi = draw_probes(key, (B, probes, n), kind, x.dtype)
-    return jnp.mean(jax.vmap(lambda xx, pp: jcp_samples(model, xx, pp))(x, xi))
+    return jcp_from_probes(model, x, draw_probes(key, (B, probes, n), kind, x.dtype))
 
 
 def jcp_exact(model: AbstractDeceptron, x: Float[Array, "B n"]) -> Array:
@@ -125,16 +135,15 @@ def loss_terms(
     model: AbstractDeceptron,
     x: Float[Array, "B n"],
     z: Float[Array, "B m"],
-    key: PRNGKeyArray | None = None,
+    xi: Float[Array, "B P n"] | None = None,
     *,
-    jcp_probes: int = 2,
-    probe: str = "gaussian",
     with_jcp: bool | Array = True,
 ) -> dict[str, Array]:
     """Every unweighted loss term on a batch (see the module docstring).
 
-    ``with_jcp`` may be a traced boolean: the JCP estimate is then computed only when
-    it is true (``lax.cond``), and is 0 otherwise. With ``key=None`` JCP is 0.
+    ``xi`` are the JCP probes, P per sample (:func:`draw_probes`); without them JCP is 0.
+    ``with_jcp`` may be a traced boolean: the JCP estimate is then computed only when it
+    is true (``lax.cond``), and is 0 otherwise.
     """
     f, g = jax.vmap(model.f), jax.vmap(model.g)
     fx = f(x)
@@ -154,8 +163,8 @@ def loss_terms(
         terms["spectral"] = spectral_penalty(model.W)
         terms["bias"] = bias_tie_penalty(model.b, model.c)
         terms["comp"] = composition_penalty(model.inverse_matrix, model.W)
-    if key is not None:
-        est = lambda: jcp_estimate(model, x, key, jcp_probes, probe).astype(fx.dtype)
+    if xi is not None:
+        est = lambda: jcp_from_probes(model, x, xi).astype(fx.dtype)
         if isinstance(with_jcp, bool):
             terms["jcp"] = est() if with_jcp else zero
         else:

@@ -3,9 +3,9 @@
 One epoch is one jitted function (a ``lax.scan`` over shuffled minibatches). Everything
 that changes from epoch to epoch (the epoch number, the JCP trigger flag, the last
 validation MSE, the optimiser state) is carried as arrays in a :class:`TrainState`, so
-the epoch compiles once. The randomness of epoch ``k`` (shuffle, JCP probes, RJCP probe)
-is ``fold_in(key(seed), k)``: a run resumed after epoch k replays exactly the epochs an
-uninterrupted run would, and ends bit-identical.
+the epoch compiles once. The randomness of epoch ``k`` (shuffle, JCP probes, RJCP probes)
+is drawn from ``fold_in(key, k)``, ``key`` fixed by the seed: a run resumed after epoch
+k replays exactly the epochs an uninterrupted run would, and ends bit-identical.
 
 JCP schedule (protocol): w_JCP = 0 until epoch >= round(jcp_start * epochs) and the
 validation MSE (of the weights entering the epoch) is below ``jcp_trigger``; from then on
@@ -26,6 +26,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
@@ -33,7 +34,7 @@ from .._data import Dataset
 from .._errors import CheckpointError, SpecError
 from ._checkpoint import check_out_dir, finalise, load_train_state, save_train_state
 from ._deceptron import ACTIVATIONS, MLP_ACTIVATIONS, AbstractDeceptron, Deceptron, MLPDeceptron
-from ._losses import PROBES, TERMS, LossWeights, jcp_estimate, loss_terms, total_loss
+from ._losses import PROBES, TERMS, LossWeights, as_probes, jcp_from_probes, loss_terms, total_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +151,7 @@ class TrainConfig:
     def jcp_weight_at(self, epoch, on):
         """The scheduled JCP weight at ``epoch`` given the (sticky) trigger flag ``on``."""
         start, end = self.start_epoch, self.ramp_end_epoch
+        epoch = jnp.asarray(epoch).astype(float)  # the default float: float64 with x64
         t = jnp.clip((epoch - start) / max(end - start, 1), 0.0, 1.0)
         return jnp.where(on, self.jcp_weight * (0.2 + 0.8 * t), 0.0)
 
@@ -169,8 +171,8 @@ class TrainState(eqx.Module):
     """Everything a training run carries from one epoch to the next.
 
     ``epoch`` counts completed epochs; ``val_mse`` is the validation MSE of ``model``;
-    ``jcp_on`` is the sticky JCP trigger; ``elapsed_s`` the training wall time so far
-    (bookkeeping only, never used by the computation).
+    ``jcp_on`` is the sticky JCP trigger; ``elapsed_s`` the training time so far, (wall,
+    process CPU) seconds (bookkeeping only, never used by the computation).
     """
 
     model: AbstractDeceptron
@@ -178,7 +180,7 @@ class TrainState(eqx.Module):
     epoch: Int[Array, ""]
     jcp_on: Bool[Array, ""]
     val_mse: Float[Array, ""]
-    elapsed_s: Float[Array, ""]
+    elapsed_s: Float[Array, "2"]
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -226,11 +228,13 @@ _val_mse_jit = eqx.filter_jit(val_mse)
 
 
 def init_state(model: AbstractDeceptron, optimizer, x_val: Array, z_val: Array) -> TrainState:
+    """The state before epoch 0. Every scalar has an explicit dtype (not weakly typed), so
+    a state loaded from disk hits the same compiled epoch."""
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     return TrainState(
-        model=model, opt_state=opt_state, epoch=jnp.asarray(0),
-        jcp_on=jnp.asarray(False), val_mse=_val_mse_jit(model, x_val, z_val),
-        elapsed_s=jnp.asarray(0.0),
+        model=model, opt_state=opt_state, epoch=jnp.zeros((), jnp.int32),
+        jcp_on=jnp.zeros((), bool), val_mse=_val_mse_jit(model, x_val, z_val),
+        elapsed_s=jnp.zeros((2,), float),
     )
 
 
@@ -259,18 +263,25 @@ def make_epoch(cfg: TrainConfig, n_train: int, optimizer):
         ep = state.epoch
         on = jcp_gate(cfg, ep, state.jcp_on, state.val_mse)
         w_jcp = cfg.jcp_weight_at(ep, on).astype(x_tr.dtype)
-        k_perm, k_steps, k_rjcp = jax.random.split(jax.random.fold_in(k_train, ep), 3)
-        idx = jax.random.permutation(k_perm, n_train)[: nb * batch].reshape(nb, batch)
+        # All of the epoch's randomness in ONE draw (each PRNG call site costs compile
+        # time): the shuffle (argsort of N normals), the JCP probes of every step, and
+        # the RJCP probes. Memory: (1 + P) x the training x, plus the RJCP probes.
+        nv, n = x_val.shape
+        sizes = (n_train, nb * batch * cfg.jcp_probes * n, nv * cfg.rjcp_probes * n)
+        u = jax.random.normal(jax.random.fold_in(k_train, ep), (sum(sizes),), x_tr.dtype)
+        u_perm, u_jcp, u_rjcp = jnp.split(u, np.cumsum(sizes)[:-1].tolist())
+        idx = jnp.argsort(u_perm)[: nb * batch].reshape(nb, batch)
+        xi = as_probes(u_jcp.reshape(nb, batch, cfg.jcp_probes, n), cfg.probe)
+        xi_val = as_probes(u_rjcp.reshape(nv, cfg.rjcp_probes, n), cfg.probe)
         params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
         def step(carry, inp):
             params, opt_state = carry
-            ib, key = inp
+            ib, xib = inp
             xb, zb = x_tr[ib], z_tr[ib]
 
             def loss_fn(p):
-                terms = loss_terms(eqx.combine(p, static), xb, zb, key,
-                                   jcp_probes=cfg.jcp_probes, probe=cfg.probe, with_jcp=on)
+                terms = loss_terms(eqx.combine(p, static), xb, zb, xib, with_jcp=on)
                 return total_loss(terms, weights, w_jcp), terms
 
             (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -278,7 +289,7 @@ def make_epoch(cfg: TrainConfig, n_train: int, optimizer):
             return (eqx.apply_updates(params, updates), opt_state), (loss, terms)
 
         (params, opt_state), (losses, terms) = jax.lax.scan(
-            step, (params, state.opt_state), (idx, jax.random.split(k_steps, nb))
+            step, (params, state.opt_state), (idx, xi)
         )
         model = eqx.combine(params, static)
         v = val_mse(model, x_val, z_val)
@@ -286,7 +297,7 @@ def make_epoch(cfg: TrainConfig, n_train: int, optimizer):
             "loss": jnp.mean(losses),
             **{k: jnp.mean(terms[k]) for k in TERMS},
             "val_mse": v,
-            "rjcp": jcp_estimate(model, x_val, k_rjcp, cfg.rjcp_probes, cfg.probe),
+            "rjcp": jcp_from_probes(model, x_val, xi_val),
             "w_jcp": w_jcp,
             "jcp_on": on,
         }
@@ -371,12 +382,13 @@ def train_deceptron(
                    unit="epoch", dynamic_ncols=True)
     try:
         for _ in range(start, last):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             state, metrics = epoch_fn(state, data["x_train"], data["z_train"],
                                       data["x_val"], data["z_val"])
             metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
-            dt = time.perf_counter() - t0
-            state = eqx.tree_at(lambda s: s.elapsed_s, state, state.elapsed_s + dt)
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            state = eqx.tree_at(lambda s: s.elapsed_s, state,
+                                state.elapsed_s + jnp.asarray([dt, dc], float))
             ep = int(state.epoch)
             history.append({"epoch": ep, **metrics, "time_s": dt})
             if out is not None:

@@ -29,7 +29,8 @@ kernel is the Gaussian sampled at integer offsets ``-radius..radius`` and normal
 sum one; ``radius`` is static (a compile-time shape), by default
 ``ceil(truncate * max(sigma_range[1], sigma_nominal))`` = 8.
 
-Derivatives. Everything is plain jax (two small matmuls, a reshape-mean, a
+Derivatives. Everything is plain jax (the blur matrix ``K = sum_d k_d P_d`` from the
+kernel and static reflection patterns, two small matmuls, a reshape-mean, a
 sigmoid), so JVP, VJP, jit and vmap all work, in x and in sigma. ``sigma`` is a
 pytree leaf of :class:`Deblur2D` (a Python float or a jax scalar), so a batch of true
 operators is ``jax.vmap(lambda x, s: op.with_sigma(s)(x))(xs, sigmas)``.
@@ -45,6 +46,7 @@ depends on y and so is not :meth:`Problem.start` (that one is the box midpoint).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -120,11 +122,20 @@ def gaussian_kernel(sigma, radius: int, dtype=None) -> Float[Array, " 2r+1"]:
     return k / jnp.sum(k)
 
 
+@functools.cache
+def _reflect_basis(n: int, radius: int) -> np.ndarray:
+    """``P[d, i, j] = 1`` where ``j = reflect(i + d - radius)``: the blur is ``k . P``."""
+    i, j = _reflect_indices(n, radius)
+    P = np.zeros((2 * radius + 1, n, n))
+    np.add.at(P, (np.arange(2 * radius + 1)[None, :], i, j), 1.0)
+    P.setflags(write=False)
+    return P
+
+
 def blur_matrix(sigma, n: int, radius: int, dtype=None) -> Float[Array, "n n"]:
     """The symmetric ``n x n`` 1-D Gaussian blur with half-sample reflecting boundaries."""
     k = gaussian_kernel(sigma, radius, dtype)
-    i, j = _reflect_indices(n, radius)
-    return jnp.zeros((n, n), k.dtype).at[i, j].add(jnp.broadcast_to(k, i.shape))
+    return jnp.tensordot(k, jnp.asarray(_reflect_basis(n, radius), k.dtype), axes=1)
 
 
 def pool2d(x: Float[Array, "n n"], p: int) -> Float[Array, "m m"]:
@@ -242,7 +253,10 @@ def true_problem(problem: Problem, sigma) -> Problem:
 
 # --------------------------------------------------------------------------- noise
 class SqrtNoise(AbstractNoise):
-    """Signal-dependent noise: ``y + sqrt(scale^2 max(y, 0) + std^2) * N(0, 1)``."""
+    """Signal-dependent noise: ``y + sqrt(scale^2 max(y, 0) + additive^2) * N(0, 1)``.
+
+    The protocol's noise is ``scale = 0.03``, ``additive = 0`` (std ``0.03 sqrt(y)``).
+    """
 
     scale: float = eqx.field(static=True, default=0.03)
     additive: float = eqx.field(static=True, default=0.0)
@@ -300,7 +314,7 @@ class Deblur2DSampler(eqx.Module):
         larger one. Runs in batches of 256 (memory stays flat for large counts).
         """
         keys = jax.random.split(key, count)
-        x, sigma = jax.lax.map(self.one, keys, batch_size=min(count, _BATCH))
+        x, sigma = jax.lax.map(self.one, keys, batch_size=max(1, min(count, _BATCH)))
         return x.reshape(count, -1), sigma
 
     def fields(self, key: PRNGKeyArray, count: int) -> Float[Array, "count n n"]:
@@ -317,10 +331,10 @@ _BATCH = 256
 def draw(problem: Problem, key: PRNGKeyArray, count: int):
     """Protocol data: ``(x, sigma, y_clean, y_noisy)`` with y from each sample's A_true.
 
-    x is flat ``(count, n * n)``, y flat ``(count, m * m)``; jitted (``count`` static),
-    in batches of 256. Seeded and prefix-stable: the same key gives the same data, a
-    smaller ``count`` a prefix of it; ``x`` equals ``problem.sample(k_x, count)`` with
-    ``k_x`` the first half of ``jax.random.split(key)``.
+    x is flat ``(count, n * n)``, y flat ``(count, m * m)``; both stages are jitted
+    (``count`` static) and run in batches of 256. Seeded and prefix-stable: the same key
+    gives the same data, a smaller ``count`` a prefix of it; ``x`` equals
+    ``problem.sample(k_x, count)`` with ``k_x`` the first half of ``jax.random.split(key)``.
     """
     k_x, k_noise = jax.random.split(key)
     x, sigma = problem.sampler.pairs(k_x, count)
@@ -343,7 +357,7 @@ def observe_true(op: Deblur2D, noise: AbstractNoise | None, key: PRNGKeyArray,
         return yi, (yi if noise is None else noise(ki, yi))
 
     return jax.lax.map(one, (x, sigma, jax.random.split(key, count)),
-                       batch_size=min(count, _BATCH))
+                       batch_size=max(1, min(count, _BATCH)))
 
 
 # --------------------------------------------------------------------------- build

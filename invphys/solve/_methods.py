@@ -70,6 +70,26 @@ class AbstractMethod(eqx.Module):
         """New carried state after the line search (``step`` = x_next - x)."""
         return state
 
+    def newton(self, x: Array, lin: Lin, aux: Any) -> Newton | None:
+        """The undamped (Gauss-)Newton step at x, for the production stopping rules
+        (``Rules(endgame=True)``); None when the method has none (the protocol then
+        tests the step it took)."""
+        return None
+
+
+class Newton(eqx.Module):
+    """What a method knows about the undamped step at the current iterate.
+
+    ``solve(r)`` applies this iterate's (pseudo-)inverse: the GN step for residual r
+    (the simplified correction of the natural monotonicity test); None if unavailable.
+    """
+
+    step: Float[Array, " n"]  # the Gauss-Newton step (zero on active components)
+    scale: Float[Array, " n"]  # the method's variable scaling D (ones if none)
+    colnorm: Float[Array, " n"]  # Jacobian column norms (ones if unknown)
+    degenerate: Bool[Array, ""]  # a free variable no longer affects the residual
+    solve: Callable | None = None
+
 
 class ProjectedGradient(AbstractMethod):
     """x-GD: p(alpha) = -alpha eta G."""
@@ -160,6 +180,7 @@ class _LMAux(eqx.Module):
     hdiag: Float[Array, " n"]  # ||J_i||^2: curvature along each coordinate
     # direct mode: SVD of the scaled, active-masked Jacobian
     u_r: Float[Array, " k"] | None
+    u_t: Float[Array, "k m"] | None
     s: Float[Array, " k"] | None
     vt: Float[Array, "k n"] | None
     # CG mode: the step at the current damping
@@ -198,6 +219,10 @@ class LevenbergMarquardt(AbstractMethod):
       the step, tracing the Levenberg-Marquardt curve at the cost of one small matvec.
       ``"cg"`` is matrix-free (one JVP + one VJP per CG product) with p = alpha dx, for
       large n. ``"auto"`` picks direct for n <= 400.
+    * ``noise_floor`` (0 = off; :func:`invphys.least_squares` uses 16): a predicted
+      decrease below ``noise_floor`` ulps of Phi is rounding noise, so the gain ratio is
+      taken as 1 there (the damping keeps falling and the last steps stay Gauss-Newton
+      steps), and the predicted decrease is computed without cancellation.
     """
 
     damping0: float = 1e-3
@@ -207,10 +232,22 @@ class LevenbergMarquardt(AbstractMethod):
     active_width: float = 1e-3
     min_damping: float = 1e-20
     max_damping: float = 1e20
+    noise_floor: float = eqx.field(static=True, default=0.0)
+    geodesic: float = eqx.field(static=True, default=0.0)
+    geodesic_reject: bool = eqx.field(static=True, default=True)
+    fast_trials: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if self.solver not in ("auto", "direct", "cg"):
             raise ValueError(f"LM solver must be auto, direct or cg, got {self.solver!r}")
+
+    def _trial_factor(self, alpha):
+        """The damping factor of the backtracking trial alpha = 2^-k: 2^k, or Nielsen's
+        2^(k(k+1)/2) (the factor doubles from trial to trial) with ``fast_trials``."""
+        if not self.fast_trials:
+            return 1.0 / alpha
+        k = -jnp.log2(alpha)
+        return jnp.exp2(0.5 * k * (k + 1.0))
 
     def _direct(self, x) -> bool:
         return self.solver == "direct" or (self.solver == "auto" and x.size <= 400)
@@ -236,7 +273,8 @@ class LevenbergMarquardt(AbstractMethod):
             Js = jnp.where(free, J / scale, 0.0)
             U, s, vt = jnp.linalg.svd(Js, full_matrices=False)
             aux = _LMAux(jvp=jvp, damping=state.damping, scale=scale, active=active,
-                         hdiag=col**2, u_r=U.T @ lin.r, s=s, vt=vt, dx=None)
+                         hdiag=col**2, u_r=U.T @ lin.r, u_t=U.T,
+                         s=s, vt=vt, dx=None)
         else:
             hdiag = jnp.zeros_like(x)  # not formed in matrix-free mode
             diag = jnp.where(free, state.damping, 1.0)
@@ -249,24 +287,69 @@ class LevenbergMarquardt(AbstractMethod):
             dx = jnp.where(jnp.isfinite(dx), dx, 0.0)
             dx = jnp.where(active, -g_sum / state.damping, dx)
             aux = _LMAux(jvp=jvp, damping=state.damping, scale=state.scale, active=active,
-                         hdiag=hdiag, u_r=None, s=None, vt=None, dx=dx)
+                         hdiag=hdiag, u_r=None, u_t=None, s=None, vt=None, dx=dx)
         return lin, aux
 
     def propose(self, fn, x, y_obs, lin, aux, alpha):
         if aux.dx is not None:
             return alpha * aux.dx
-        mu = aux.damping / alpha
-        dz = -(aux.vt.T @ (aux.s / (aux.s**2 + mu) * aux.u_r))
+        mu = aux.damping * self._trial_factor(alpha)
+        filt = aux.s / (aux.s**2 + mu)
+        dz = -(aux.vt.T @ (filt * aux.u_r))
         g_sum = lin.grad * lin.r.size
         dx_active = -g_sum / (aux.hdiag + mu * aux.scale**2 + jnp.finfo(x.dtype).tiny)
-        return jnp.where(aux.active, dx_active, dz / aux.scale)
+        v = jnp.where(aux.active, dx_active, dz / aux.scale)
+        if self.geodesic <= 0:
+            return v
+        # geodesic acceleration (Transtrum & Sethna 2012): the second directional
+        # derivative r_vv of the residual along v corrects the step for the curvature
+        # of the model manifold; a = -(J^T J + mu D^2)^-1 J^T r_vv by the same SVD.
+        vf = jnp.where(aux.active, 0.0, v)
+        rvv = jax.jvp(lambda z: jax.jvp(fn, (z,), (vf,))[1], (x,), (vf,))[1]
+        da = -(aux.vt.T @ (filt * (aux.u_t @ rvv)))
+        ratio = 2.0 * jnp.linalg.norm(da) / jnp.maximum(jnp.linalg.norm(dz), jnp.finfo(x.dtype).tiny)
+        ok = jnp.all(jnp.isfinite(da)) & (ratio <= self.geodesic)
+        acc = jnp.where(aux.active, 0.0, 0.5 * da / aux.scale)
+        if self.geodesic_reject:
+            return jnp.where(ok, v + acc, jnp.nan)
+        return jnp.where(ok, v + acc, v)
 
     def update(self, state, lin, aux, accepted, alpha, step, phi_new):
-        pred = lin.phi - 0.5 * jnp.mean((lin.r + aux.jvp(step)) ** 2)
+        jp = aux.jvp(step)
+        if self.noise_floor > 0:
+            pred = -jnp.mean(lin.r * jp) - 0.5 * jnp.mean(jp**2)  # no cancellation
+        else:
+            pred = lin.phi - 0.5 * jnp.mean((lin.r + jp) ** 2)
         gain = (lin.phi - phi_new) / jnp.where(pred > 0, pred, jnp.inf)
+        if self.noise_floor > 0:
+            noise = self.noise_floor * jnp.finfo(lin.phi.dtype).eps * lin.phi
+            gain = jnp.where(pred <= noise, 1.0, gain)
         # the damping the accepted (or last) trial used: direct mode raises it per trial
-        mu = state.damping if aux.dx is not None else state.damping / alpha
+        mu = state.damping if aux.dx is not None else state.damping * self._trial_factor(alpha)
         good = jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
         new = jnp.where(accepted, mu * good, 2.0 * mu)
         new = jnp.clip(new, self.min_damping, self.max_damping)
         return _LMState(damping=new, scale=aux.scale)
+
+    def newton(self, x, lin, aux):
+        if aux.dx is not None:  # matrix-free: the step at the current damping
+            ones = jnp.ones_like(x)
+            return Newton(step=aux.dx, scale=ones, colnorm=ones,
+                          degenerate=jnp.asarray(False))
+        eps = jnp.finfo(x.dtype).eps
+        rcond = max(lin.r.size, x.size) * eps
+        s_inv = jnp.where(aux.s > rcond * aux.s[0], 1.0 / jnp.where(aux.s > 0, aux.s, 1.0),
+                          0.0)
+
+        def solve(r):
+            dz = -(aux.vt.T @ (s_inv * (aux.u_t @ r)))
+            return jnp.where(aux.active, 0.0, dz / aux.scale)
+
+        dz = -(aux.vt.T @ (s_inv * aux.u_r))
+        step = jnp.where(aux.active, 0.0, dz / aux.scale)
+        # a column that collapsed against its running maximum: the parameter has stopped
+        # affecting the residual (exp saturation, a minimum at infinity)
+        col = jnp.sqrt(aux.hdiag)
+        degenerate = jnp.any(~aux.active & (col <= jnp.sqrt(eps) * aux.scale))
+        return Newton(step=step, scale=aux.scale, colnorm=col, degenerate=degenerate,
+                      solve=solve)

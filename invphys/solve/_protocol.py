@@ -26,7 +26,9 @@ from ._methods import (
     GaussNewton,
     LevenbergMarquardt,
     Lin,
+    Newton,
     ProjectedGradient,
+    active_set,
 )
 from ._rules import RESULTS, Rules
 
@@ -76,6 +78,12 @@ class _Carry(eqx.Module):
     njev: Array
     n_acc: Array
     n_rej: Array
+    # production stopping rules (Rules(endgame=True)); inert otherwise
+    n_fail: Array  # consecutive failed line searches
+    n_stag: Array  # consecutive iterations without progress
+    best_phi: Array
+    best_size: Array  # the shortest (scaled) Gauss-Newton step so far
+    degenerate: Array
 
 
 def _objective(fn, x, y_obs):
@@ -100,6 +108,8 @@ def _line_search(fn, x, y_obs, lin: Lin, aux, method: AbstractMethod, rules: Rul
             bound = lin.phi + rules.armijo_c * rules.rho * jnp.vdot(lin.grad, p)
         else:
             bound = lin.phi + rules.armijo_c * jnp.vdot(lin.grad, x_new - x)
+        if rules.endgame:  # a rise within the rounding of Phi is not a rejection
+            bound = bound + rules.noise_tol * jnp.finfo(dtype).eps * jnp.abs(lin.phi)
         ok = finite_p & jnp.isfinite(phi_new) & (phi_new <= bound)
         return ok, alpha, x_new, phi_new
 
@@ -141,16 +151,28 @@ def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x
         hist_alpha=jnp.zeros((n_it,), dtype),
         nfev=jnp.asarray(1), njev=jnp.asarray(0), n_acc=jnp.asarray(0),
         n_rej=jnp.asarray(0),
+        n_fail=jnp.asarray(0), n_stag=jnp.asarray(0), best_phi=phi0,
+        best_size=jnp.asarray(jnp.inf, dtype), degenerate=jnp.asarray(False),
     )
+    if rules.endgame:  # a non-finite start stops at once (the caller raises if concrete)
+        bad0 = ~jnp.isfinite(phi0)
+        carry = dataclasses.replace(
+            carry, stop=bad0 | carry.stop,
+            result=RESULTS.where(bad0, RESULTS.nonfinite, carry.result))
 
     def cond(c: _Carry):
         return (~c.stop) & (c.it < n_it)
 
     def body(c: _Carry):
         lin, aux = method.prepare(fn, c.x, y_obs, c.mstate, cset)
-        ok, alpha, x_new, phi_new, ntrials = _line_search(
-            fn, c.x, y_obs, lin, aux, method, rules, cset
-        )
+        if rules.endgame:
+            newton = method.newton(c.x, lin, aux)
+            ok, alpha, x_new, phi_new, ntrials, floor = _endgame_step(
+                fn, c.x, y_obs, lin, aux, method, rules, cset, newton)
+        else:
+            ok, alpha, x_new, phi_new, ntrials = _line_search(
+                fn, c.x, y_obs, lin, aux, method, rules, cset
+            )
         step = x_new - c.x
         mstate = method.update(c.mstate, lin, aux, ok, alpha, step, phi_new)
         it = c.it + 1
@@ -172,15 +194,23 @@ def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x
             RESULTS.where(converged, RESULTS.converged,
                           RESULTS.where(stalled, RESULTS.stalled, RESULTS.max_iterations)),
         )
+        stop = reached | converged | stalled
+        n_fail, n_stag, best_phi, best_size, degenerate = (
+            c.n_fail, c.n_stag, c.best_phi, c.best_size, c.degenerate)
+        if rules.endgame:
+            stop, result, n_fail, n_stag, best_phi, best_size, degenerate = _endgame(
+                c, lin, newton, rules, cset, ok, step, phi_new, floor, reached, phi0)
         return _Carry(
             x=x_new, phi=phi_new, rmse=rmse, it=it, stall=stall,
-            stop=reached | converged | stalled, result=result, steps_to_eps=steps_to_eps,
+            stop=stop, result=result, steps_to_eps=steps_to_eps,
             mstate=mstate,
             hist_rmse=c.hist_rmse.at[it].set(rmse),
             hist_acc=c.hist_acc.at[c.it].set(ok),
             hist_alpha=c.hist_alpha.at[c.it].set(jnp.where(ok, alpha, 0.0)),
             nfev=c.nfev + 1 + ntrials, njev=c.njev + 1,
             n_acc=c.n_acc + ok, n_rej=c.n_rej + (~ok),
+            n_fail=n_fail, n_stag=n_stag, best_phi=best_phi, best_size=best_size,
+            degenerate=degenerate,
         )
 
     c = jax.lax.while_loop(cond, body, carry)
@@ -188,8 +218,6 @@ def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x
     y, vjp = jax.vjp(fn, c.x)
     r = y - y_obs
     grad = vjp(r)[0] / r.size
-    from ._methods import active_set
-
     active = active_set(c.x, grad, cset, jnp.asarray(0.0, dtype)) if cset.has_constraints \
         else jnp.zeros(c.x.shape, bool)
     grad_inf = jnp.max(jnp.abs(jnp.where(active, 0.0, grad)))
@@ -201,6 +229,126 @@ def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x
                "rejected": c.n_rej, "steps_to_eps": steps_to_eps, "result": c.result._value},
         grad_inf=grad_inf, active=active,
     )
+
+
+def _endgame_step(fn, x, y_obs, lin: Lin, aux, method, rules: Rules, cset,
+                  newton: Newton | None):
+    """One production step (``Rules(endgame=True)``).
+
+    Once the method's Gauss-Newton step is below ``rules.polish`` |x| (scaled norms), the
+    plain GN step is tried first and accepted by Deuflhard's natural monotonicity test:
+    the simplified GN correction J_k^+ r(x+) must be shorter than J_k^+ r(x_k). Near a
+    solution the change of Phi is often below its rounding (|r| << |y|), so a cost test
+    rejects good steps at random; this affine-invariant test does not, and it refuses GN
+    where GN does not converge (large residuals). A refused step at a GN step already
+    below sqrt(eps) |x| is the rounding floor (``floor``); otherwise the line search runs.
+    Returns (ok, alpha, x_new, phi_new, evaluations, floor).
+    """
+    dtype = x.dtype
+    no = jnp.asarray(False)
+
+    def line_search():
+        ok, alpha, x_new, phi_new, ntrials = _line_search(fn, x, y_obs, lin, aux, method,
+                                                          rules, cset)
+        return ok, alpha, x_new, phi_new, ntrials
+
+    if newton is None or newton.solve is None or rules.polish <= 0:
+        return (*line_search(), no)
+    gn, scale = newton.step, newton.scale
+    size = jnp.linalg.norm(scale * gn)
+    xsize = jnp.linalg.norm(scale * x)
+    eligible = jnp.all(jnp.isfinite(gn)) & (size <= rules.polish * xsize)
+
+    def try_gn():
+        x_new = cset.project(x + gn)
+        r_new = fn(x_new) - y_obs
+        phi_new = 0.5 * jnp.mean(r_new**2)
+        simplified = jnp.linalg.norm(scale * newton.solve(r_new))
+        good = jnp.isfinite(phi_new) & jnp.isfinite(simplified) \
+            & ((simplified < size) | (size == 0))
+        floor = ~good & (size <= jnp.sqrt(jnp.finfo(dtype).eps) * xsize)
+        return good, x_new, phi_new, floor
+
+    def skip():
+        return no, x, lin.phi, no
+
+    good, x_gn, phi_gn, floor = jax.lax.cond(eligible, try_gn, skip)
+
+    def taken():
+        return (good, jnp.asarray(1.0, dtype), jnp.where(good, x_gn, x),
+                jnp.where(good, phi_gn, lin.phi), jnp.asarray(1))
+
+    def searched():
+        ok, alpha, x_new, phi_new, ntrials = line_search()
+        return ok, alpha, x_new, phi_new, ntrials + eligible
+
+    ok, alpha, x_new, phi_new, nev = jax.lax.cond(good | floor, taken, searched)
+    return ok, alpha, x_new, phi_new, nev, floor
+
+
+def _endgame(c: _Carry, lin: Lin, newton: Newton | None, rules: Rules, cset, ok, step,
+             phi_new, floor, reached, phi0):
+    """The production stopping rules (``Rules(endgame=True)``), tested at the iterate
+    x_k the iteration started from; an accepted step is taken before stopping.
+
+    Success: the GN step is below rtol |x| + atol (``step_converged``); the projected
+    gradient is <= gtol; the residual fell below eps |r_0| (``zero_residual``); the
+    rounding floor, or ``stagnation`` iterations without a cost decrease beyond the
+    rounding of Phi nor a halving of the GN step, or ``max_rejections`` failed line
+    searches in a row, at a point whose Jacobian columns are orthogonal to the residual
+    to eps^(1/3) (``precision_limit``). The same ends elsewhere are failures
+    (``no_progress``), and any success at a point where a free parameter no longer
+    affects the residual is reported as ``degenerate``.
+    """
+    x = c.x
+    dtype = x.dtype
+    eps = jnp.finfo(dtype).eps
+    if newton is None:  # no undamped step known: test the step taken
+        gn, scale, colnorm = step, jnp.ones_like(x), jnp.ones_like(x)
+        degenerate = jnp.asarray(False)
+    else:
+        gn, scale, colnorm = newton.step, newton.scale, newton.colnorm
+        degenerate = newton.degenerate
+    finite = jnp.all(jnp.isfinite(gn))
+    size = jnp.linalg.norm(scale * gn)
+    small_x = finite & jnp.all(jnp.abs(gn) <= rules.rtol * jnp.abs(x) + rules.atol)
+    free_g = cset.project(x - lin.grad) - x if cset.has_constraints else -lin.grad
+    m = lin.r.size
+    small_g = jnp.max(jnp.abs(free_g)) * m <= rules.gtol  # cost gradient J^T r
+    # the cosine between each (free) Jacobian column and the residual
+    rnorm = jnp.sqrt(2.0 * m * lin.phi)
+    cosine = jnp.max(jnp.abs(free_g) * m / jnp.maximum(colnorm * rnorm,
+                                                       jnp.finfo(dtype).tiny))
+    # stationary to what a flat cost allows: at singular or large-residual minima the
+    # cosine stalls near sqrt(eps); eps^(1/3) still separates them from a crawl
+    stationary = cosine <= eps ** (1.0 / 3.0)
+    zero_r = phi_new <= (eps**2) * phi0
+    n_fail = jnp.where(ok, 0, c.n_fail + 1)
+    stuck = n_fail >= rules.max_rejections
+    # progress against the reference point of the last progress (so that many small
+    # decreases add up): the cost fell beyond its rounding, or the GN step halved
+    progress = (phi_new < c.best_phi * (1.0 - max(rules.noise_tol, 4.0) * eps)) \
+        | (size < 0.5 * c.best_size)
+    n_stag = jnp.where(progress, 0, c.n_stag + 1)
+    stagnant = n_stag >= rules.stagnation
+    ended = stuck | stagnant
+    bad = ~jnp.isfinite(phi_new)
+    success = zero_r | small_x | small_g | floor | (ended & stationary)
+    fail_code = RESULTS.where(ended, RESULTS.no_progress, RESULTS.max_iterations)
+    code = RESULTS.where(
+        zero_r, RESULTS.zero_residual,
+        RESULTS.where(small_x, RESULTS.step_converged,
+                      RESULTS.where(small_g, RESULTS.gradient_converged,
+                                    RESULTS.where(success, RESULTS.precision_limit,
+                                                  fail_code))))
+    # a converged point where a free parameter stopped mattering is not a certified one
+    code = RESULTS.where(success & ~zero_r & degenerate, RESULTS.degenerate, code)
+    code = RESULTS.where(bad, RESULTS.nonfinite, code)
+    code = RESULTS.where(reached, RESULTS.target_reached, code)
+    stop = reached | success | ended | bad
+    best_phi = jnp.where(progress, jnp.minimum(c.best_phi, phi_new), c.best_phi)
+    best_size = jnp.where(progress & finite, jnp.minimum(c.best_size, size), c.best_size)
+    return stop, code, n_fail, n_stag, best_phi, best_size, degenerate
 
 
 @eqx.filter_jit

@@ -13,6 +13,20 @@ class RESULTS(eqx.Enumeration):
     stalled = "the RMSE changed by less than stall_tol for stall_patience iterations"
     converged = "converged: projected gradient or scaled step below tolerance"
     no_progress = "no trial point reduced the objective (at the limit of precision)"
+    # the production stopping rules (``Rules(endgame=True)``, used by least_squares)
+    step_converged = "converged: the Gauss-Newton step is below rtol * |x| + atol"
+    gradient_converged = "converged: the projected gradient is below gtol"
+    zero_residual = "converged: the residual vanished (below eps^2 of its start)"
+    precision_limit = ("converged to the limit of floating-point precision: the "
+                       "Gauss-Newton step stopped shrinking")
+    degenerate = ("stopped where a parameter no longer affects the residual (a plateau or "
+                  "a minimum at infinity): not a certified minimum")
+    nonfinite = "the residual is not finite at the start"
+
+
+#: The result codes that mean a least-squares solve succeeded (``Rules(endgame=True)``).
+SUCCESS = ("converged", "step_converged", "gradient_converged", "zero_residual",
+           "precision_limit")
 
 
 class Rules(eqx.Module):
@@ -30,6 +44,16 @@ class Rules(eqx.Module):
     paper's Phi(x+) <= Phi(x) + c rho <G, p>. ``gtol`` (projected-gradient infinity
     norm), ``xtol`` (relative step) and ``ftol`` (relative actual and predicted cost
     reduction) are off (0) in the paper protocol and on in :func:`least_squares`.
+
+    ``endgame=True`` switches to the production stopping rules of
+    :func:`invphys.least_squares` (and ignores ``xtol``, ``ftol`` and the stall test):
+    stop when the method's undamped Gauss-Newton step is below ``rtol * |x| + atol`` in
+    every component, when the projected gradient is <= ``gtol``, when the residual has
+    vanished, or when the Gauss-Newton step stops shrinking below sqrt(eps) |x| (the
+    rounding floor: further steps only move x within its float precision). Armijo then
+    tolerates a rise of ``noise_tol`` ulps of Phi, so that steps whose decrease is below
+    the rounding of Phi (the last digits of x) are not rejected on noise, and
+    ``max_rejections`` consecutive failed line searches stop the solve.
     """
 
     alpha0: float = 1.0
@@ -45,6 +69,13 @@ class Rules(eqx.Module):
     gtol: float = 0.0
     xtol: float = 0.0
     ftol: float = 0.0
+    endgame: bool = eqx.field(static=True, default=False)
+    rtol: float = 0.0
+    atol: float = 0.0
+    noise_tol: float = 0.0
+    polish: float = 0.0
+    max_rejections: int = eqx.field(static=True, default=12)
+    stagnation: int = eqx.field(static=True, default=10)
 
     def __check_init__(self):
         if self.armijo not in ("proposal", "step"):

@@ -1,0 +1,283 @@
+"""Tables (Markdown + CSV), figures (PNG) and the README's Results section from a
+reproduction's results. Every number here is read from the results of the run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_path, save_figure
+from .plots import plot_convergence, plt
+
+PAPER = {  # the paper's reported numbers, for side-by-side columns (protocol file)
+    ("heat1d", "pg"): 58.3, ("heat1d", "dipg"): 2.8, ("heat1d", "gn"): 2.75,
+    ("oscillator", "pg"): 58.2, ("oscillator", "dipg"): 24.1, ("oscillator", "gn"): 17.3,
+}
+LABEL = {"pg": "x-GD", "dipg": "D-IPG", "gn": "GN (paper)", "lm": "LM (adaptive)",
+         "dipg@g": "D-IPG from g(y*)", "gn@g": "GN from g(y*)", "lm@g": "LM from g(y*)"}
+PUBLIC_KEYS = ("iterations_mean", "iterations_std", "iterations_median", "iterations_q1",
+               "iterations_q3", "success", "accepted_fraction", "final_rmse_mean",
+               "final_rmse_median", "ms_per_iter", "time_to_eps_s", "batch_wall_s",
+               "x_rel_err_median", "x_rel_err_mean", "x_identifiable_err", "success_eps030", "n")
+
+
+def _methods(block: dict) -> list[str]:
+    return [k for k in block if not k.startswith("_")]
+
+
+def public(results: dict) -> dict:
+    """results.json: problem -> mode -> method -> metrics (no per-run arrays)."""
+    out: dict[str, Any] = {k: results[k] for k in ("settings", "device", "models", "wall_s")}
+    out["models"] = {p: {k: v for k, v in m.items() if not k.startswith("_")}
+                     for p, m in results["models"].items()}
+    for prob in ("heat1d", "oscillator"):
+        if prob not in results:
+            continue
+        out[prob] = {}
+        for mode, block in results[prob].items():
+            out[prob][mode] = {m: {k: block[m][k] for k in PUBLIC_KEYS if k in block[m]}
+                               for m in _methods(block)}
+            if "_criterion" in block:
+                out[prob][mode]["success_criterion"] = block["_criterion"]
+            if "_g_direct" in block:
+                out[prob][mode]["g_direct"] = block["_g_direct"]
+    return out
+
+
+def figure_numbers(results: dict) -> dict:
+    """Every figure's plotted numbers."""
+    fig: dict[str, Any] = {}
+    for prob in ("heat1d", "oscillator"):
+        if prob not in results:
+            continue
+        for mode, block in results[prob].items():
+            for m in _methods(block):
+                r = block[m]
+                fig[f"{prob}/{mode}/{m}"] = {
+                    "iterations": r["_iters"], "final_rmse": r["_final_rmse"],
+                    "accepted_fraction": r["_accepted_fraction"],
+                    "rmse_median_curve": np.nanmedian(
+                        _filled(np.asarray(r["_history_rmse"], float)), axis=0).tolist(),
+                }
+        fig[f"{prob}/training_log"] = results["models"][prob].get("_paper_log", [])
+    return fig
+
+
+def _filled(h: np.ndarray) -> np.ndarray:
+    h = h.copy()
+    for row in h:
+        idx = np.where(np.isfinite(row))[0]
+        if idx.size:
+            row[idx[-1] + 1:] = row[idx[-1]]
+    return h
+
+
+# ------------------------------------------------------------------- tables
+def _fmt(v, nd=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}" if abs(v) >= 10 ** -nd or v == 0 else f"{v:.1e}"
+    return str(v)
+
+
+def tables(results: dict) -> dict[str, list[list[str]]]:
+    t: dict[str, list[list[str]]] = {}
+    rows = [["problem", "method", "iterations to eps (mean +- std)", "median [IQR]",
+             "success", "accepted-step fraction", "paper (mean)"]]
+    timing = [["problem", "mode", "method", "ms / iteration (batched, per problem)",
+               "time to eps per problem (s)", "final RMSE (median)", "batch wall (s)"]]
+    for prob in ("heat1d", "oscillator"):
+        if prob not in results:
+            continue
+        block = results[prob]["paper"]
+        for m in _methods(block):
+            r = block[m]
+            rows.append([prob, LABEL[m],
+                         f"{r['iterations_mean']:.1f} +- {r['iterations_std']:.1f}",
+                         f"{r['iterations_median']:.0f} [{r['iterations_q1']:.1f}, "
+                         f"{r['iterations_q3']:.1f}]",
+                         f"{r['success']:.2f}", f"{r['accepted_fraction']:.2f}",
+                         _fmt(PAPER.get((prob, m)), 1)])
+        for mode in ("paper", "beyond"):
+            b = results[prob][mode]
+            for m in _methods(b):
+                r = b[m]
+                timing.append([prob, mode, LABEL[m], f"{r['ms_per_iter']:.4f}",
+                               _fmt(r["time_to_eps_s"], 5), _fmt(r["final_rmse_median"], 3),
+                               f"{r['batch_wall_s']:.3f}"])
+    t["main_table"] = rows
+    t["timing_table"] = timing
+    beyond = [["problem", "method", "success (strict)", "success eps=0.30", "iterations "
+               "(mean)", "median", "x error (median rel.)", "accepted fraction"]]
+    for prob in ("heat1d", "oscillator"):
+        if prob not in results:
+            continue
+        b = results[prob]["beyond"]
+        for m in _methods(b):
+            r = b[m]
+            beyond.append([prob, LABEL[m], f"{r['success']:.3f}",
+                           _fmt(r.get("success_eps030"), 3), f"{r['iterations_mean']:.1f}",
+                           f"{r['iterations_median']:.0f}", _fmt(r.get("x_rel_err_median"), 3),
+                           f"{r['accepted_fraction']:.2f}"])
+        gd = b["_g_direct"]
+        beyond.append([prob, "g(y*) alone (no solve)", "-", _fmt(gd.get("success_eps030"), 3),
+                       "0", "0", _fmt(gd.get("x_rel_err_median"), 3), "-"])
+    t["beyond_table"] = beyond
+    mt = [["problem", "role", "model", "source", "val MSE", "RJCP", "||VW - I||_F",
+           "cond(W)", "g median rel. err (max)", "training s"]]
+    for prob, mm in results["models"].items():
+        for role in ("paper", "beyond"):
+            m = mm[role]
+            mt.append([prob, role, m["model"], m["source"], _fmt(m.get("val_mse"), 4),
+                       _fmt(m.get("rjcp"), 3), _fmt(m.get("vw_i_fro"), 3),
+                       _fmt(m.get("cond_w"), 1), _fmt(m.get("g_median_rel_err_max"), 3),
+                       _fmt(m.get("training_time_s"), 0)])
+    t["models_table"] = mt
+    return t
+
+
+def markdown(rows: list[list[str]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ figures
+def figures(results: dict, out: Path) -> list[str]:
+    names = []
+    probs = [p for p in ("heat1d", "oscillator") if p in results]
+    fig, axes = plt.subplots(1, len(probs), figsize=(6 * len(probs), 4))
+    for ax, prob in zip(np.atleast_1d(axes), probs, strict=True):
+        b = results[prob]["paper"]
+        plot_convergence({LABEL[m]: b[m]["_history_rmse"] for m in _methods(b)},
+                         eps=0.30, title=f"{prob}: paper mode (surrogate objective)", ax=ax)
+    save_figure(out / "rmse_vs_iteration.png", fig)
+    names.append("rmse_vs_iteration.png")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(probs), figsize=(6 * len(probs), 3.6))
+    for ax, prob in zip(np.atleast_1d(axes), probs, strict=True):
+        b = results[prob]["paper"]
+        top = max(max(b[m]["_iters"]) for m in _methods(b))
+        bins = np.linspace(0, top + 1, 30)
+        for m in _methods(b):
+            ax.hist(b[m]["_iters"], bins=bins, alpha=0.5, label=LABEL[m])
+        ax.set_xlabel("iterations to eps = 0.30 (failures: full length)")
+        ax.set_title(prob)
+        ax.legend(fontsize=8)
+    save_figure(out / "hist_iterations.png", fig)
+    names.append("hist_iterations.png")
+    plt.close(fig)
+
+    for key, fname, ylabel, log in (("_final_rmse", "box_final_rmse.png", "final RMSE", True),
+                                    ("_accepted_fraction", "box_accepted.png",
+                                     "accepted-step fraction", False)):
+        fig, axes = plt.subplots(1, len(probs), figsize=(6 * len(probs), 3.6))
+        for ax, prob in zip(np.atleast_1d(axes), probs, strict=True):
+            b = results[prob]["paper"]
+            ms = _methods(b)
+            ax.boxplot([b[m][key] for m in ms], tick_labels=[LABEL[m] for m in ms])
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{prob}: paper mode")
+            if log:
+                ax.set_yscale("log")
+            ax.tick_params(axis="x", labelsize=8)
+        save_figure(out / fname, fig)
+        names.append(fname)
+        plt.close(fig)
+
+    if "heat1d" in results:
+        b = results["heat1d"]["beyond"]
+        xt = np.asarray(b["_x_true"][0])
+        grid = np.linspace(0, 1, xt.size)
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(grid, xt, "k", lw=2, label="true u0")
+        for m in ("pg", "dipg", "gn"):
+            ax.plot(grid, np.asarray(b[m]["_x"][0]), label=LABEL[m])
+        ax.set_title("Heat-1D recovery vs the true simulator (discrepancy stop)")
+        ax.set_xlabel("position")
+        ax.legend(fontsize=8)
+        save_figure(out / "heat_recovery.png", fig)
+        names.append("heat_recovery.png")
+        plt.close(fig)
+
+    logs = {p: results["models"][p].get("_paper_log", []) for p in probs}
+    if any(logs.values()):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        for prob, log in logs.items():
+            if not log:
+                continue
+            ep = [h["epoch"] for h in log]
+            axes[0].semilogy(ep, [h["rjcp"] for h in log], label=prob)
+            axes[1].semilogy(ep, [h["val_mse"] for h in log], label=prob)
+        axes[0].set_title("RJCP vs epoch (paper affine Deceptron)")
+        axes[1].set_title("validation MSE vs epoch")
+        axes[1].axhline(0.07, color="k", ls="--", lw=0.8, label="JCP trigger 0.07")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=8)
+        save_figure(out / "training_curves.png", fig)
+        names.append("training_curves.png")
+        plt.close(fig)
+    return names
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_all(results: dict, out: Path) -> None:
+    out = Path(out)
+    md = []
+    for name, rows in tables(results).items():
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        _write_text(out / f"{name}.csv", buf.getvalue())
+        md.append(f"### {name.replace('_', ' ')}\n\n{markdown(rows)}")
+    _write_text(out / "tables.md", "\n".join(md))
+    figures(results, out)
+
+
+def readme_section(results: dict, out: Path, readme: Path) -> str:
+    """Markdown for the README's Results section (figures linked relative to it)."""
+    t = tables(results)
+    rel = Path(out).resolve().relative_to(Path(readme).resolve().parent)
+    s = results["settings"]
+    lines = [
+        f"Generated by `invphys reproduce{' --quick' if s['quick'] else ''} --out {rel} "
+        f"--readme {Path(readme).name}` on {results['device']} "
+        f"({results['wall_s']:.0f} s wall). Beyond-paper mode used {s['n_beyond']} test "
+        "problems per method.",
+        "",
+        "**Paper mode** (surrogate objective, 20 test problems x 2 seeds, eps = 0.30):",
+        "", markdown(t["main_table"]),
+        f"**Beyond the paper** (true simulator, {s['beyond_fidelity']} fidelity; strict success: "
+        "eps = 0.05 on the oscillator, the discrepancy principle on Heat-1D):",
+        "", markdown(t["beyond_table"]),
+        "**Timing** (batched solves, compile excluded):", "", markdown(t["timing_table"]),
+        "**Models**:", "", markdown(t["models_table"]),
+    ]
+    for f in ("rmse_vs_iteration.png", "hist_iterations.png", "box_final_rmse.png",
+              "box_accepted.png", "heat_recovery.png", "training_curves.png"):
+        if (Path(out) / f).is_file():
+            lines.append(f"![{f[:-4]}]({rel / f})")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(results: dict, out: Path, readme: Path) -> None:
+    text = Path(readme).read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no '{start}' ... '{end}' markers")
+    body = readme_section(results, out, readme)
+    new = re.sub(re.escape(start) + r".*?" + re.escape(end),
+                 lambda _: f"{start}\n{body}{end}", text, flags=re.S)
+    _write_text(Path(readme), new)
