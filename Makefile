@@ -1,5 +1,5 @@
 # Two commands do all the setup on a fresh machine with Python >= 3.11 and pip:
-#   make demo   - create .venv, install invphys, run the main job end to end
+#   make demo   - create .venv, install invphys, run the main job (reproduce --quick)
 #   make test   - create .venv, install invphys with test extras, run the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/invphys simulate heat1d --n 4 --out $(OUT)/simulate-heat1d
-	$(BIN)/invphys simulate oscillator --n 4 --out $(OUT)/simulate-oscillator
+	$(BIN)/invphys reproduce --quick --out $(OUT)/reproduce
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

@@ -192,7 +192,8 @@ def _production_rules(max_steps: int, rtol: float, atol: float, gtol: float) -> 
 #: The production Levenberg-Marquardt: starts near Gauss-Newton (damping 1e-12 of the
 #: scaled J^T J, like MINPACK's large initial trust region), rounding-aware gain ratio,
 #: geodesic acceleration (Transtrum & Sethna) for curved valleys (MGH10, Bennett5).
-DEFAULT_LM = LevenbergMarquardt(damping0=1e-12, noise_floor=16.0, geodesic=0.75)
+DEFAULT_LM = LevenbergMarquardt(damping0=1e-12, noise_floor=16.0, geodesic=0.75,
+                                fast_trials=True)
 
 
 def _bound(name, b, x0):
