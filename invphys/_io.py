@@ -86,7 +86,9 @@ def _shape_ok(got: tuple, want: tuple) -> bool:
     if want and want[0] is Ellipsis:
         tail = want[1:]
         return len(got) >= len(tail) and _shape_ok(got[len(got) - len(tail):], tail)
-    return len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want, strict=True))
+    return len(got) == len(want) and all(
+        w is None or g == w for g, w in zip(got, want, strict=True)
+    )
 
 
 def _fmt(shape: tuple) -> str:

@@ -269,7 +269,7 @@ def reproduce(out: str | Path, quick: bool = False, problems=("heat1d", "oscilla
                                          f"{name}-{spec['train']['model']}", out, progress)
             log(f"[{name}] beyond model: {how_b}")
 
-        def method_log(mode):
+        def method_log(mode, name=name):
             return lambda m, r: log(
                 f"[{name}/{mode}] {m:<7} iters to eps {r['iterations_mean']:6.1f} "
                 f"(median {r['iterations_median']:.0f}), success {r['success']:.2f}, "
