@@ -24,10 +24,12 @@ from .solve import (
     RESULTS,
     AbstractMethod,
     GaussNewton,
+    LeastSquaresSolution,
     LevenbergMarquardt,
     ProjectedGradient,
     Rules,
     Solution,
+    least_squares,
     solve,
 )
 
@@ -62,7 +64,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DIPG", "RESULTS", "AbstractMethod", "GaussNewton", "LevenbergMarquardt",
-    "ProjectedGradient", "Rules", "Solution", "solve",
+    "ProjectedGradient", "Rules", "Solution", "solve", "LeastSquaresSolution", "least_squares",
     "AbstractNoise", "BoundsError", "CheckpointError", "Dataset", "GaussianNoise",
     "InputFileError", "InvphysError", "NonFiniteError", "Normaliser", "Problem",
     "ShapeError", "Spec", "SpecError", "load_problem", "load_spec", "make_dataset",

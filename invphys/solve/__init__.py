@@ -1,5 +1,6 @@
 """The solver layer: methods propose, the shared protocol decides."""
 
+from ._least_squares import LeastSquaresSolution, least_squares
 from ._methods import (
     DIPG,
     AbstractMethod,
@@ -12,6 +13,7 @@ from ._protocol import Solution, solve
 from ._rules import RESULTS, Rules
 
 __all__ = [
-    "DIPG", "RESULTS", "AbstractMethod", "GaussNewton", "LevenbergMarquardt", "Lin",
-    "ProjectedGradient", "Rules", "Solution", "solve",
+    "DIPG", "RESULTS", "AbstractMethod", "GaussNewton", "LeastSquaresSolution",
+    "LevenbergMarquardt", "Lin", "ProjectedGradient", "Rules", "Solution", "least_squares",
+    "solve",
 ]

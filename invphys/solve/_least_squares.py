@@ -105,7 +105,6 @@ def least_squares(
     atol: float = 0.0,
     gtol: float = 0.0,
     max_steps: int = 1000,
-    _rules_kw=None,
 ) -> LeastSquaresSolution:
     """Minimise ``0.5 * sum(fn(x)**2)`` over ``lower <= x <= upper``.
 
@@ -149,13 +148,16 @@ def least_squares(
     method = _as_lsq_method(method)
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    x0 = jnp.asarray(x0)
+    if isinstance(x0, np.ndarray | list | tuple | float | int):
+        check_finite("x0", np.asarray(x0, dtype=float))  # before the transfer
+        x0 = jnp.asarray(x0)
+    else:
+        x0 = jnp.asarray(x0)
+        check_finite("x0", x0)
     if not jnp.issubdtype(x0.dtype, jnp.floating):
         x0 = x0.astype(jnp.result_type(float))
     if x0.ndim != 1 or x0.size == 0:
         raise ShapeError(f"x0 must be a non-empty vector (n,), got shape {x0.shape}")
-    check_finite("x0", x0)
-    n = x0.shape[0]
     lo = _bound("lower", lower, x0)
     hi = _bound("upper", upper, x0)
     if lo is not None and hi is not None and is_concrete(lo) and is_concrete(hi):
@@ -165,14 +167,12 @@ def least_squares(
             raise BoundsError(f"lower > upper at index {i} ({float(lo[i])} > {float(hi[i])})")
     call = _NoArgs(fn) if args is None else fn  # equal wrappers: the jit cache hits
     rules = _production_rules(int(max_steps), float(rtol), float(atol), float(gtol))
-    if _rules_kw:
-        rules = dataclasses.replace(rules, **_rules_kw)
     # one jax.jit dispatch: the arrays in (fn, args) are traced, everything else is static
     leaves, treedef = jax.tree.flatten((call, args))
     dynamic = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
     static = tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves)
     sol = _least_squares_jit(dynamic, x0, lo, hi, treedef=treedef, static=static,
-                             method=method, rules=rules)
+                             key=_static_key(method, rules))
     if is_concrete(sol.steps) and int(sol.steps) == 0 \
             and int(sol.result._value) == int(RESULTS.nonfinite._value):
         raise NonFiniteError("the residual is not finite at x0")
@@ -192,8 +192,7 @@ def _production_rules(max_steps: int, rtol: float, atol: float, gtol: float) -> 
 #: The production Levenberg-Marquardt: starts near Gauss-Newton (damping 1e-12 of the
 #: scaled J^T J, like MINPACK's large initial trust region), rounding-aware gain ratio,
 #: geodesic acceleration (Transtrum & Sethna) for curved valleys (MGH10, Bennett5).
-DEFAULT_LM = LevenbergMarquardt(damping0=1e-12, noise_floor=16.0, geodesic=0.75,
-                                fast_trials=True)
+DEFAULT_LM = LevenbergMarquardt(damping0=1e-12, geodesic=0.75, production=True)
 
 
 def _bound(name, b, x0):
@@ -221,13 +220,48 @@ def _check_residual(call, x0, args):
         raise ShapeError(f"fn must return floating-point residuals, got {out.dtype}")
 
 
-class _NoArgs(eqx.Module):
-    """``fn(x)`` called as ``fn(x, args)``; equal (and so one compile) for the same fn."""
+@jtu.register_pytree_node_class
+class _NoArgs:
+    """``fn(x)`` called as ``fn(x, args)``. A pytree with ``fn`` as its child, so that
+    arrays inside ``fn`` (an eqx.Module) are traced and one function compiles once."""
 
-    fn: Callable = eqx.field(static=True)
+    __slots__ = ("fn", "__weakref__")
+
+    def __init__(self, fn):
+        self.fn = fn
 
     def __call__(self, x, args):
         return self.fn(x)
+
+    def tree_flatten(self):
+        return (self.fn,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+class _StaticKey:
+    """The (method, rules) pair as one jit static argument with a precomputed hash."""
+
+    __slots__ = ("method", "rules", "_hash")
+
+    def __init__(self, method, rules):
+        self.method, self.rules = method, rules
+        self._hash = hash((method, rules))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return self is other or (type(other) is _StaticKey and self._hash == other._hash
+                                 and self.method == other.method
+                                 and self.rules == other.rules)
+
+
+@functools.lru_cache(maxsize=64)
+def _static_key(method, rules) -> _StaticKey:
+    return _StaticKey(method, rules)
 
 
 def _as_lsq_method(method) -> AbstractMethod:
@@ -239,8 +273,9 @@ def _as_lsq_method(method) -> AbstractMethod:
                      "LevenbergMarquardt(...) instance)")
 
 
-@functools.partial(jax.jit, static_argnames=("treedef", "static", "method", "rules"))
-def _least_squares_jit(dynamic, x0, lower, upper, *, treedef, static, method, rules):
+@functools.partial(jax.jit, static_argnames=("treedef", "static", "key"))
+def _least_squares_jit(dynamic, x0, lower, upper, *, treedef, static, key):
+    method, rules = key.method, key.rules
     leaves = [d if s is None else s for d, s in zip(dynamic, static, strict=True)]
     call, args = jax.tree.unflatten(treedef, leaves)
     _check_residual(call, x0, args)

@@ -6,6 +6,11 @@ x+ = (1 - rho) x + rho x_t, accepted on a finite p and the Armijo test. No
 acceptance: x stays. The history (RMSE, accepted, alpha) goes into fixed-size arrays;
 stopping is by iteration limit, stall, target eps (optional) or tolerances. The
 whole solve is one ``lax.while_loop``, jitted, and vmaps over a batch of problems.
+
+``Rules(endgame=True)`` (``invphys.least_squares``; off in the paper protocol) adds
+the production endgame: Gauss-Newton polishing under Deuflhard's natural monotonicity
+test and stopping on the Gauss-Newton step, the gradient and the rounding floor
+(:func:`_endgame_step`, :func:`_endgame`).
 """
 
 from __future__ import annotations

@@ -46,14 +46,16 @@ class Rules(eqx.Module):
     reduction) are off (0) in the paper protocol and on in :func:`least_squares`.
 
     ``endgame=True`` switches to the production stopping rules of
-    :func:`invphys.least_squares` (and ignores ``xtol``, ``ftol`` and the stall test):
-    stop when the method's undamped Gauss-Newton step is below ``rtol * |x| + atol`` in
-    every component, when the projected gradient is <= ``gtol``, when the residual has
-    vanished, or when the Gauss-Newton step stops shrinking below sqrt(eps) |x| (the
-    rounding floor: further steps only move x within its float precision). Armijo then
-    tolerates a rise of ``noise_tol`` ulps of Phi, so that steps whose decrease is below
-    the rounding of Phi (the last digits of x) are not rejected on noise, and
-    ``max_rejections`` consecutive failed line searches stop the solve.
+    :func:`invphys.least_squares` (``xtol``, ``ftol`` and the stall test are then
+    ignored; see ``_protocol._endgame``). Success: the method's undamped Gauss-Newton
+    step is below ``rtol * |x| + atol`` in every component; the projected gradient is
+    <= ``gtol``; the residual fell below eps |r_0|; the rounding floor (the GN step,
+    already below sqrt(eps) |x|, no longer contracts); or ``stagnation`` iterations
+    without progress / ``max_rejections`` failed line searches in a row at a point whose
+    Jacobian columns are orthogonal to the residual to eps^(1/3). Once the GN step is
+    below ``polish`` |x| (scaled), the plain GN step is taken when Deuflhard's natural
+    monotonicity test accepts it (the cost cannot see the last digits of x), and Armijo
+    tolerates a rise of ``noise_tol`` ulps of Phi. All of it is off by default.
     """
 
     alpha0: float = 1.0
