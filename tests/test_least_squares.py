@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from problem_table import box_linear_lsq, kkt_holds
 
 import invphys
 from invphys.certify import MGH_BOUNDED, NIST_MODELS, get_mgh, load_nist, lre
@@ -66,13 +67,6 @@ def test_mgh_reaches_known_minimum(name):
         np.testing.assert_allclose(s.x, prob.x_star, rtol=1e-7)
 
 
-def _kkt(grad, x, lo, hi, tol):
-    at_lo, at_hi = x <= lo, x >= hi
-    free = ~(at_lo | at_hi)
-    return (np.all(np.abs(grad[free]) <= tol) and np.all(grad[at_lo] >= -tol)
-            and np.all(grad[at_hi] <= tol))
-
-
 @pytest.mark.parametrize("prob", [
     pytest.param(p, marks=() if p.name in ("rosenbrock_bounded", "wood_bounded") else _SLOW)
     for p in MGH_BOUNDED], ids=lambda p: p.name)
@@ -84,7 +78,7 @@ def test_mgh_bounded_kkt(prob):
     assert bool(s.success), s.message
     assert np.all(x >= lo) and np.all(x <= hi)
     g = np.asarray(jax.jacfwd(prob.residual)(s.x).T @ prob.residual(s.x))
-    assert _kkt(g, x, lo, hi, 1e-8 * max(1.0, float(np.max(np.abs(g))))), g
+    assert kkt_holds(g, x, lo, hi, 1e-8 * max(1.0, float(np.max(np.abs(g))))), g
     assert np.any(np.asarray(s.active) != 0), "the box must be active"
     np.testing.assert_array_equal(np.asarray(s.active) != 0, (x <= lo) | (x >= hi))
     ref = scipy.optimize.least_squares(prob.residual, x0, bounds=(lo, hi), method="trf",
@@ -98,14 +92,8 @@ def _linear_residual(x, ab):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_box_linear_least_squares_matches_lsq_linear(seed):
-    k1, k2 = jax.random.split(jax.random.key(10 + seed))
-    m, n = 15, 6
-    A = jax.random.normal(k1, (m, n)) @ (jnp.eye(n) + 0.8 * jnp.ones((n, n)) / n)
-    b = 3.0 * jax.random.normal(k2, (m,))
-    lo, hi = -0.3 * np.ones(n), 0.4 * np.ones(n)
-    ref = scipy.optimize.lsq_linear(np.asarray(A), np.asarray(b), bounds=(lo, hi), tol=1e-14)
-    s = least_squares(_linear_residual, jnp.zeros(n), (A, b), lower=lo, upper=hi)
-    assert np.sum(ref.active_mask != 0) > 0
+    A, b, lo, hi, ref = box_linear_lsq(10 + seed)
+    s = least_squares(_linear_residual, jnp.zeros(lo.size), (A, b), lower=lo, upper=hi)
     np.testing.assert_allclose(s.x, ref.x, atol=1e-10)
     np.testing.assert_array_equal(np.asarray(s.active), ref.active_mask)
     assert float(s.grad_inf) <= 1e-10
