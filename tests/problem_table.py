@@ -2,6 +2,10 @@
 
 import functools
 
+import equinox as eqx
+import jax
+import numpy as np
+
 import invphys
 
 FIDELITIES = [
@@ -44,3 +48,17 @@ def kkt_holds(grad, x, lo, hi, tol: float, bound_slack: float = 0.0) -> bool:
     free = ~(at_lo | at_hi)
     return bool(np.all(np.abs(grad[free]) <= tol) and np.all(grad[at_lo] >= -tol)
                 and np.all(grad[at_hi] <= tol))
+
+
+def leaves(tree):
+    """The array leaves of a pytree (an Equinox model) as NumPy arrays."""
+    return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def assert_identical(a, b):
+    """Two pytrees have bit-identical array leaves (dtype, shape and values)."""
+    la, lb = leaves(a), leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x, y)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from problem_table import assert_identical, leaves
 
 import invphys
 from invphys import CheckpointError, Dataset, Normaliser
@@ -51,18 +52,6 @@ def synthetic(n_train=512, n_eval=64, seed=0, noise=0.01) -> Dataset:
 
 SMALL = TrainConfig(epochs=6, batch_size=64, lr=2e-3, jcp_trigger=10.0)
 SMALL_MLP = SMALL.replace(model="mlp", width=16, depth=1, lr=3e-3)
-
-
-def leaves(tree):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))]
-
-
-def assert_identical(a, b):
-    la, lb = leaves(a), leaves(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb, strict=True):
-        assert x.dtype == y.dtype and x.shape == y.shape
-        np.testing.assert_array_equal(x, y)
 
 
 @pytest.fixture(scope="module")

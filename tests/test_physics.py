@@ -119,6 +119,20 @@ def test_oscillator_accurate_matches_closed_form(regime):
     np.testing.assert_allclose(got, _closed_form(*theta, t), rtol=0, atol=1e-8)
 
 
+def test_oscillator_accurate_step_limit_gives_nan_not_an_exception():
+    """An optimiser may try a stiff, unphysical theta: the adaptive loop then runs out of
+    steps. The simulator must return NaN (a rejected trial), inside jit and vmap too,
+    and leave the physical members of a batch untouched."""
+    p = problem("oscillator", "accurate")
+    # m = 1e-6, k = 5: omega ~ 2236 rad/s, ~1800 periods in [0, 5] > 512 steps
+    stiff = jnp.array([1e-6, 0.0, 5.0, 1.0, 0.0])
+    good = jnp.asarray(REGIMES["under"])
+    out = np.asarray(jax.jit(jax.vmap(p.fn))(jnp.stack([stiff, good])))
+    assert np.all(np.isnan(out[0]))
+    t = np.linspace(0.0, 5.0, 64)
+    np.testing.assert_allclose(out[1], _closed_form(*REGIMES["under"], t), rtol=0, atol=1e-8)
+
+
 def test_oscillator_rk4_is_fourth_order():
     theta = REGIMES["under"]
     errs = []

@@ -128,6 +128,31 @@ def test_batched_equals_per_problem(method):
         assert int(batch.steps[i]) == int(one.steps)
 
 
+@pytest.mark.parametrize("method", ["pg", "gn", "lm"])
+def test_compacted_batch_equals_one_loop_batch(method):
+    """Gathering the members still running into smaller batches between rounds changes
+    no member's iterations: same x, steps, history and stop reasons."""
+    p = invphys.load_problem("heat1d")
+    xs = p.sample(jax.random.key(0), 19)  # 19: the sub-batches are padded (sizes 19, 8)
+    _, y = p.observe(jax.random.key(1), xs)
+    rules = Rules(eps=0.3, max_iter=40, stall_patience=5)
+    full = invphys.solve(p, y, None, method=method, rules=rules)
+    comp = invphys.solve(p, y, None, method=method, rules=rules, compact=3)
+    assert len(set(np.asarray(full.steps).tolist())) > 1  # members stop at different times
+    np.testing.assert_array_equal(np.asarray(comp.steps), np.asarray(full.steps))
+    np.testing.assert_array_equal(np.asarray(comp.stats["result"]),
+                                  np.asarray(full.stats["result"]))
+    np.testing.assert_allclose(comp.x, full.x, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(comp.history["rmse"], full.history["rmse"], rtol=0,
+                               atol=1e-12)
+
+
+def test_compact_needs_a_batch():
+    p, _, y = linear_problem(5)
+    with pytest.raises(ValueError, match="batched"):
+        invphys.solve(p, y, jnp.zeros(5), compact=True)
+
+
 def test_float32_and_float64_both_run():
     p, A, y = linear_problem(5)
     for dtype in (jnp.float32, jnp.float64):

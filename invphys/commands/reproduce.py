@@ -14,10 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "results.json, tables (.md, .csv), figures (.png) and figures.json to --out.",
     )
     p.add_argument("--quick", action="store_true",
-                   help="smaller beyond-paper evaluation (40 problems, 100 iterations)")
+                   help="smaller beyond-paper evaluation (40 problems per problem type, 100 "
+                   "iterations, the oscillator at paper fidelity)")
     p.add_argument("--out", type=Path, default=Path("out/reproduce"))
-    p.add_argument("--problems", nargs="+", default=["heat1d", "oscillator"],
-                   choices=["heat1d", "oscillator"])
+    p.add_argument("--problems", nargs="+", default=["heat1d", "oscillator", "deblur2d"],
+                   choices=["heat1d", "oscillator", "deblur2d"],
+                   help="which studies to run (deblur2d: DeceptronNet v0 vs x-GD and LM)")
     p.add_argument("--readme", type=Path,
                    help="also rewrite this README's Results section from the run")
     p.set_defaults(run=run)
@@ -30,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import reproduce
 
     t0 = time.perf_counter()
-    results = reproduce(args.out, quick=args.quick, problems=tuple(args.problems))
+    from ..experiments.deblur import section
+
+    extra = (section(),) if "deblur2d" in args.problems else ()
+    problems = tuple(p for p in args.problems if p != "deblur2d")
+    results = reproduce(args.out, quick=args.quick, problems=problems, extra_sections=extra)
     if args.readme:
         report.update_readme(results, args.out, args.readme)
     print(f"reproduction written to {args.out}/ in {time.perf_counter() - t0:.0f} s "

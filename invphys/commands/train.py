@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "card.json (config, metrics, data digest, versions, training time), the "
         "resumable training state and a per-epoch log.jsonl to --out, atomically.",
     )
-    p.add_argument("spec", help="bundled spec name (heat1d, oscillator) or a .toml path")
+    p.add_argument("spec", help="bundled spec name (heat1d, oscillator, deblur2d) or a "
+                   ".toml path; a deblur2d spec trains DeceptronNet v0")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder")
     p.add_argument("--model", choices=("linear", "mlp"), help="override train.model")
     p.add_argument("--epochs", type=int, help="override train.epochs")
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from ..learn import train_from_spec
 
     spec = build_spec(args)
+    if spec.problem == "deblur2d":
+        return run_deceptronnet(spec, args)
     ckpt = train_from_spec(spec, out=args.out, resume=args.resume, overwrite=args.force,
                            progress=not args.quiet)
     m, card = ckpt.metrics, ckpt.card
@@ -88,4 +91,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {card['model']['class']} on {card['problem']} "
           f"({card['epochs_completed']} epochs, {card['training_time_s']:.1f} s): "
           + ", ".join(parts) + f" -> {args.out}/")
+    return 0
+
+
+def run_deceptronnet(spec, args: argparse.Namespace) -> int:
+    """A deblur2d spec trains DeceptronNet v0 (same checkpoint, card and resume rules)."""
+    from ..learn import train_net_from_spec
+
+    ckpt = train_net_from_spec(spec, out=args.out, resume=args.resume, overwrite=args.force,
+                               progress=not args.quiet)
+    m, card = ckpt.metrics, ckpt.card
+    print(f"trained DeceptronNet on {card['problem']} ({card['epochs_completed']} epochs, "
+          f"{card['training_time_s']:.1f} s): val x-RMSE {m['val_x_rmse']:.4g}, "
+          f"test x-RMSE {m['test_x_rmse']:.4g} (start {m['test_start_x_rmse']:.4g}) "
+          f"-> {args.out}/")
     return 0

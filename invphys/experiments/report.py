@@ -18,7 +18,12 @@ PAPER = {  # the paper's reported numbers, for side-by-side columns (protocol fi
     ("heat1d", "pg"): 58.3, ("heat1d", "dipg"): 2.8, ("heat1d", "gn"): 2.75,
     ("oscillator", "pg"): 58.2, ("oscillator", "dipg"): 24.1, ("oscillator", "gn"): 17.3,
 }
+#: The paper's JCP ablation on Heat (iterations to eps, final RMSE, acceptance, RJCP).
+PAPER_ABLATION = {"+JCP": (2.6, 0.007, 0.62, 0.043), "-JCP": (3.9, 0.014, 0.60, 461.4)}
+#: The paper's Heat difficulty sweep: steps -> (x-GD, D-IPG) mean iterations to eps.
+PAPER_SWEEP = {100: (109.2, 17.4), 150: (129.9, 19.7), 200: (43.3, 2.4)}
 LABEL = {"pg": "x-GD", "dipg": "D-IPG", "gn": "GN (paper)", "lm": "LM (adaptive)",
+         "dipg-raw": "D-IPG, unfiltered residual",
          "dipg@g": "D-IPG from g(y*)", "gn@g": "GN from g(y*)", "lm@g": "LM from g(y*)"}
 PUBLIC_KEYS = ("iterations_mean", "iterations_std", "iterations_median", "iterations_q1",
                "iterations_q3", "success", "accepted_fraction", "final_rmse_mean",
@@ -46,7 +51,23 @@ def public(results: dict) -> dict:
                 out[prob][mode]["success_criterion"] = block["_criterion"]
             if "_g_direct" in block:
                 out[prob][mode]["g_direct"] = block["_g_direct"]
+            if "_simulator" in block:
+                out[prob][mode]["simulator"] = block["_simulator"]
+    if "ablation" in results:
+        out["ablation"] = {"problem": "heat1d", "mode": "paper", "variants": {
+            label: {**_public_row(row), "dipg": _public_row(row["dipg"])}
+            for label, row in results["ablation"].items()}}
+    if "sweep" in results:
+        out["sweep"] = {"problem": "heat1d", "mode": "paper", "steps": {
+            t: {k: (_public_row(v) if isinstance(v, dict) else v) for k, v in row.items()
+                if not k.startswith("_")} for t, row in results["sweep"].items()}}
+    for name, sec in results.get("extra", {}).items():
+        out[name] = sec.get("public", {})
     return out
+
+
+def _public_row(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_") and k != "dipg"}
 
 
 def figure_numbers(results: dict) -> dict:
@@ -65,6 +86,19 @@ def figure_numbers(results: dict) -> dict:
                         _filled(np.asarray(r["_history_rmse"], float)), axis=0).tolist(),
                 }
         fig[f"{prob}/training_log"] = results["models"][prob].get("_paper_log", [])
+    if "ablation" in results:
+        fig["heat1d/ablation"] = {
+            label: {"rjcp_vs_epoch": [h["rjcp"] for h in row["_log"]],
+                    "val_mse_vs_epoch": [h["val_mse"] for h in row["_log"]],
+                    "dipg_iterations": row["dipg"]["_iters"],
+                    "dipg_final_rmse": row["dipg"]["_final_rmse"]}
+            for label, row in results["ablation"].items()}
+    if "sweep" in results:
+        fig["heat1d/sweep"] = {t: {m: row[m]["_iters"] for m in ("pg", "dipg", "gn")}
+                               for t, row in results["sweep"].items()}
+    for name, sec in results.get("extra", {}).items():
+        if "figures" in sec:
+            fig[name] = sec["figures"]
     return fig
 
 
@@ -139,7 +173,46 @@ def tables(results: dict) -> dict[str, list[list[str]]]:
                        _fmt(m.get("cond_w"), 1), _fmt(m.get("g_median_rel_err_max"), 3),
                        _fmt(m.get("training_time_s"), 0)])
     t["models_table"] = mt
+    if "ablation" in results:
+        t["ablation_table"] = ablation_table(results["ablation"])
+    if "sweep" in results:
+        t["sweep_table"] = sweep_table(results["sweep"])
+    for sec in results.get("extra", {}).values():
+        t.update(sec.get("tables", {}))
     return t
+
+
+def ablation_table(ablation: dict) -> list[list[str]]:
+    """The JCP ablation (Heat, paper mode): model diagnostics and D-IPG iterations to eps."""
+    rows = [["variant", "val MSE", "RJCP (4 probes)", "||VW - I||_F", "cond(W)",
+             "D-IPG iterations to eps (mean +- std)", "median", "success", "accepted fraction",
+             "final RMSE (median)", "paper: iterations / final RMSE / accepted / RJCP"]]
+    for label, r in ablation.items():
+        d = r["dipg"]
+        ref = PAPER_ABLATION.get(label)
+        rows.append([label, _fmt(r["val_mse"], 4), _fmt(r["rjcp"], 3), _fmt(r["vw_i_fro"], 3),
+                     _fmt(r["cond_w"], 1),
+                     f"{d['iterations_mean']:.2f} +- {d['iterations_std']:.2f}",
+                     f"{d['iterations_median']:.0f}", f"{d['success']:.2f}",
+                     f"{d['accepted_fraction']:.2f}", _fmt(d["final_rmse_median"], 3),
+                     " / ".join(str(v) for v in ref) if ref else "-"])
+    return rows
+
+
+def sweep_table(sweep: dict) -> list[list[str]]:
+    """The Heat difficulty sweep (paper mode): iterations to eps per number of FD steps."""
+    rows = [["FD steps T", "x-GD iterations (mean)", "D-IPG", "GN (paper)",
+             "x-GD / D-IPG", "success x-GD / D-IPG / GN", "surrogate val MSE", "cond(W)",
+             "paper: x-GD vs D-IPG"]]
+    for t, r in sweep.items():
+        ref = PAPER_SWEEP.get(int(t))
+        rows.append([str(t), f"{r['pg']['iterations_mean']:.1f}",
+                     f"{r['dipg']['iterations_mean']:.2f}", f"{r['gn']['iterations_mean']:.2f}",
+                     f"{r['ratio_pg_dipg']:.1f}x",
+                     " / ".join(f"{r[m]['success']:.2f}" for m in ("pg", "dipg", "gn")),
+                     _fmt(r["val_mse"], 4), _fmt(r["cond_w"], 1),
+                     f"{ref[0]} vs {ref[1]}" if ref else "-"])
+    return rows
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -208,6 +281,11 @@ def figures(results: dict, out: Path) -> list[str]:
         names.append("heat_recovery.png")
         plt.close(fig)
 
+    if "ablation" in results:
+        names.append(_ablation_figure(results["ablation"], out))
+    if "sweep" in results:
+        names.append(_sweep_figure(results["sweep"], out))
+
     logs = {p: results["models"][p].get("_paper_log", []) for p in probs}
     if any(logs.values()):
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -227,6 +305,47 @@ def figures(results: dict, out: Path) -> list[str]:
         names.append("training_curves.png")
         plt.close(fig)
     return names
+
+
+def _ablation_figure(ablation: dict, out: Path) -> str:
+    """RJCP vs epoch per variant (log scale) and D-IPG iterations to eps per variant."""
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for label, r in ablation.items():
+        log = r["_log"]
+        if log:
+            ax0.semilogy([h["epoch"] for h in log], [h["rjcp"] for h in log], label=label)
+    ax0.set_xlabel("epoch")
+    ax0.set_ylabel("RJCP (1 probe per epoch)")
+    ax0.set_title("Heat: RJCP during training")
+    ax0.legend(fontsize=8)
+    labels = list(ablation)
+    ax1.boxplot([ablation[k]["dipg"]["_iters"] for k in labels], tick_labels=labels)
+    ax1.set_ylabel("D-IPG iterations to eps = 0.30")
+    ax1.set_title("Heat, paper mode: D-IPG per variant")
+    ax1.tick_params(axis="x", labelsize=8)
+    save_figure(out / "ablation.png", fig)
+    plt.close(fig)
+    return "ablation.png"
+
+
+def _sweep_figure(sweep: dict, out: Path) -> str:
+    """Mean iterations to eps vs FD steps (ours: lines; the paper's: crosses)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ts = [int(t) for t in sweep]
+    for m, c in (("pg", "C0"), ("dipg", "C1"), ("gn", "C2")):
+        ax.plot(ts, [sweep[str(t)][m]["iterations_mean"] for t in ts], "o-", color=c,
+                label=LABEL[m])
+    ref = [t for t in ts if t in PAPER_SWEEP]
+    ax.plot(ref, [PAPER_SWEEP[t][0] for t in ref], "x", color="C0", ms=9, label="paper x-GD")
+    ax.plot(ref, [PAPER_SWEEP[t][1] for t in ref], "x", color="C1", ms=9, label="paper D-IPG")
+    ax.set_yscale("log")
+    ax.set_xlabel("explicit FD steps T")
+    ax.set_ylabel("mean iterations to eps = 0.30")
+    ax.set_title("Heat difficulty sweep (paper mode)")
+    ax.legend(fontsize=8)
+    save_figure(out / "heat_sweep.png", fig)
+    plt.close(fig)
+    return "heat_sweep.png"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -254,22 +373,67 @@ def readme_section(results: dict, out: Path, readme: Path) -> str:
     lines = [
         f"Generated by `invphys reproduce{' --quick' if s['quick'] else ''} --out {rel} "
         f"--readme {Path(readme).name}` on {results['device']} "
-        f"({results['wall_s']:.0f} s wall). Beyond-paper mode used {s['n_beyond']} test "
-        "problems per method.",
+        f"({results['wall_s']:.0f} s wall). Beyond-paper mode used "
+        f"{_pairs(s['n_beyond'], '{1} {0}')} test problems per method.",
         "",
         "**Paper mode** (surrogate objective, 20 test problems x 2 seeds, eps = 0.30):",
         "", markdown(t["main_table"]),
-        f"**Beyond the paper** (true simulator, {s['beyond_fidelity']} fidelity; strict success: "
-        "eps = 0.05 on the oscillator, the discrepancy principle on Heat-1D):",
-        "", markdown(t["beyond_table"]),
+        f"**Beyond the paper** (true simulator, {_fidelities(s)}; strict success: eps = 0.05 "
+        "on the oscillator, the discrepancy principle on Heat-1D; every problem stopped at "
+        "its target, x scored there):",
+        "", markdown(t["beyond_table"]), *_beyond_notes(results),
         "**Timing** (batched solves, compile excluded):", "", markdown(t["timing_table"]),
         "**Models**:", "", markdown(t["models_table"]),
     ]
+    if "ablation_table" in t:
+        lines += ["**JCP ablation** (Heat-1D, paper mode, D-IPG on the main table's 40 "
+                  "problems):", "", markdown(t["ablation_table"])]
+    if "sweep_table" in t:
+        lines += ["**Difficulty sweep** (Heat-1D, paper mode, one dataset and Deceptron per "
+                  "number of FD steps):", "", markdown(t["sweep_table"])]
+    for sec in results.get("extra", {}).values():
+        if sec.get("readme"):
+            lines += [sec["readme"], ""]
     for f in ("rmse_vs_iteration.png", "hist_iterations.png", "box_final_rmse.png",
-              "box_accepted.png", "heat_recovery.png", "training_curves.png"):
+              "box_accepted.png", "heat_recovery.png", "training_curves.png", "ablation.png",
+              "heat_sweep.png"):
         if (Path(out) / f).is_file():
             lines.append(f"![{f[:-4]}]({rel / f})")
+    for sec in results.get("extra", {}).values():  # a section's figures (paths under out)
+        for f in sec.get("images", ()):
+            if (Path(out) / f).is_file():
+                lines.append(f"![{Path(f).stem}]({rel / f})")
     return "\n".join(lines) + "\n"
+
+
+def _beyond_notes(results: dict) -> list[str]:
+    """What the beyond-mode Heat numbers rest on (read from the run)."""
+    sim = results.get("heat1d", {}).get("beyond", {}).get("_simulator")
+    if not sim:
+        return []
+    notes = []
+    if sim.get("tabulated"):
+        notes.append(f"Heat-1D is linear: its {sim['fidelity']}-fidelity solution operator is "
+                     "tabulated once (one adaptive solve per unit vector); it matches direct "
+                     f"solves of {sim['checked_on']} test x to "
+                     f"{sim['max_abs_err_vs_direct']:.1e} (noise std 0.02).")
+    if "signal_dims" in sim:
+        notes.append(f"D-IPG reads whitened residuals through the {sim['signal_dims']} of "
+                     f"{sim['whitened_dims']} output directions in which the training outputs "
+                     "carry signal above the noise (Marchenko-Pastur edge); unfiltered "
+                     "(`D-IPG, unfiltered residual`), the learned V maps the noise into x "
+                     "directions the heat flow erases and D-IPG stalls.")
+    return [" ".join(notes), ""]
+
+
+def _pairs(pairs, fmt: str) -> str:
+    """Format a settings tuple of (problem, value) pairs (a dict after a JSON round trip)."""
+    items = pairs.items() if isinstance(pairs, dict) else pairs
+    return ", ".join(fmt.format(p, v) for p, v in items)
+
+
+def _fidelities(settings: dict) -> str:
+    return _pairs(settings["beyond_fidelity"], "{0} at {1} fidelity")
 
 
 def update_readme(results: dict, out: Path, readme: Path) -> None:

@@ -5,7 +5,9 @@
 * the protocol's losses and the Jacobian Composition Penalty (:func:`jcp_estimate`);
 * :func:`train_deceptron` (seeded, deterministic, resumable; :class:`TrainConfig` holds
   the spec's ``[train]`` keys) and :func:`train_from_spec` (the ``invphys train`` path);
-* checkpoints: :func:`load_deceptron`, :func:`load_checkpoint`, :class:`Checkpoint`.
+* checkpoints: :func:`load_deceptron`, :func:`load_checkpoint`, :class:`Checkpoint`;
+* DeceptronNet v0 (Deblur-2D): :func:`train_deceptronnet` / :func:`train_net_from_spec`
+  (the ``invphys train deblur2d`` path), :func:`load_deceptronnet`.
 """
 
 from ._checkpoint import Checkpoint, check_compatible, load_checkpoint, load_deceptron
@@ -28,9 +30,20 @@ from ._losses import (
 )
 from ._metrics import evaluate
 from ._train import TrainConfig, TrainState, train_deceptron, train_from_spec
+from ._train_net import (
+    NetCheckpoint,
+    NetTrainConfig,
+    deblur_data,
+    load_deceptronnet,
+    load_net_checkpoint,
+    train_deceptronnet,
+    train_net_from_spec,
+)
 
 __all__ = [
     "AbstractDeceptron", "Checkpoint", "Deceptron", "LossWeights", "MLPDeceptron",
+    "NetCheckpoint", "NetTrainConfig", "deblur_data", "load_deceptronnet",
+    "load_net_checkpoint", "train_deceptronnet", "train_net_from_spec",
     "TrainConfig", "TrainState", "check_compatible", "composition_error", "draw_probes",
     "evaluate", "jcp_estimate", "jcp_exact", "jcp_from_probes", "load_checkpoint",
     "load_deceptron", "loss_terms", "ridge_forward", "ridge_inverse", "total_loss",

@@ -230,6 +230,30 @@ def load_train_state(out: Path, cfg, digest: str, n: int, m: int, optimizer):
     """The saved (state, history) to resume from, or None when ``out`` holds none."""
     from ._train import TrainState, history_from_log, skeleton_model
 
+    blob = read_state_blob(out, cfg, digest)
+    if blob is None:
+        return None
+    path = out / STATE_FILE
+
+    def build():
+        model = skeleton_model(cfg, n, m)
+        return TrainState(
+            model=model, opt_state=optimizer.init(eqx.filter(model, eqx.is_inexact_array)),
+            epoch=jnp.zeros((), jnp.int32), jcp_on=jnp.zeros((), bool),
+            val_mse=jnp.zeros((), cfg.jnp_dtype), elapsed_s=jnp.zeros((2,), float),
+        )
+
+    state = load_tree(io.BytesIO(blob), eqx.filter_eval_shape(build), f"training state {path}")
+    epoch = int(state.epoch)
+    history = history_from_log(out / LOG_FILE) if (out / LOG_FILE).is_file() else []
+    history = [h for h in history if h.get("epoch", 0) <= epoch]
+    return state, history
+
+
+def read_state_blob(out: Path, cfg, digest: str) -> bytes | None:
+    """The leaves of the training state saved in ``out`` (None when there is none),
+    after checking its header: format, SHA-256, the config (``cfg.to_dict()``) and the
+    data digest. Shared by every trainer that saves with :func:`save_train_state`."""
     path = out / STATE_FILE
     if not path.is_file():
         return None
@@ -254,20 +278,7 @@ def load_train_state(out: Path, cfg, digest: str, n: int, m: int, optimizer):
     if meta.get("dataset_digest") != digest:
         raise CheckpointError(f"cannot resume {out}: it was trained on different data "
                               "(dataset digest differs)")
-
-    def build():
-        model = skeleton_model(cfg, n, m)
-        return TrainState(
-            model=model, opt_state=optimizer.init(eqx.filter(model, eqx.is_inexact_array)),
-            epoch=jnp.zeros((), jnp.int32), jcp_on=jnp.zeros((), bool),
-            val_mse=jnp.zeros((), cfg.jnp_dtype), elapsed_s=jnp.zeros((2,), float),
-        )
-
-    state = load_tree(io.BytesIO(blob), eqx.filter_eval_shape(build), f"training state {path}")
-    epoch = int(state.epoch)
-    history = history_from_log(out / LOG_FILE) if (out / LOG_FILE).is_file() else []
-    history = [h for h in history if h.get("epoch", 0) <= epoch]
-    return state, history
+    return blob
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -335,6 +346,23 @@ def finalise(state, cfg, dataset: Dataset, *, spec, history, out, complete, dige
     return Checkpoint(model=model, normaliser=dataset.normaliser, card=card, path=path)
 
 
+def read_card(folder: Path, path: str | Path, fmt: str, what: str) -> dict:
+    """A checkpoint folder's card, checked: the folder exists, the card is there (else
+    a hint to resume an unfinished run) and has format ``fmt`` (CheckpointError)."""
+    card_path = folder / CARD_FILE
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not card_path.is_file():
+        hint = (" (training did not finish: resume it with --resume)"
+                if (folder / STATE_FILE).is_file() else "")
+        raise CheckpointError(f"no checkpoint in {folder}: {CARD_FILE} not found{hint}")
+    card = _read_json(card_path, "model card")
+    if card.get("format") != fmt:
+        raise CheckpointError(f"{card_path} is not {what} card "
+                              f"(format {card.get('format')!r})")
+    return card
+
+
 def _resolve(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file() or (not p.exists() and p.suffix in (".json", ".eqx", ".npz")):
@@ -355,16 +383,7 @@ def load_checkpoint(path: str | Path, problem=None, *, strict: bool = True) -> C
 
     folder = _resolve(path)
     card_path = folder / CARD_FILE
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if not card_path.is_file():
-        hint = (" (training did not finish: resume it with --resume)"
-                if (folder / STATE_FILE).is_file() else "")
-        raise CheckpointError(f"no checkpoint in {folder}: {CARD_FILE} not found{hint}")
-    card = _read_json(card_path, "model card")
-    if card.get("format") != FORMAT:
-        raise CheckpointError(f"{card_path} is not an invphys Deceptron card "
-                              f"(format {card.get('format')!r})")
+    card = read_card(folder, path, FORMAT, "an invphys Deceptron")
     try:
         cfg = TrainConfig.from_dict(card["config"])
         info = card["model"]

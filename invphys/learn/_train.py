@@ -37,8 +37,32 @@ from ._deceptron import ACTIVATIONS, MLP_ACTIVATIONS, AbstractDeceptron, Deceptr
 from ._losses import PROBES, TERMS, LossWeights, as_probes, jcp_from_probes, loss_terms, total_loss
 
 
+class SpecConfig:
+    """Shared plumbing of a frozen dataclass whose fields are the keys of a spec's
+    ``[train]`` section (TrainConfig, NetTrainConfig): unknown keys are a SpecError."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SpecError(f"unknown train key(s) for {cls.__name__}: {', '.join(unknown)}")
+        return cls(**dict(d))
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The ``[train]`` section of a validated :class:`invphys.Spec`."""
+        return cls.from_dict(spec["train"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SpecConfig):
     """Every training hyperparameter; the field names are the keys of a spec's ``[train]``.
 
     Defaults are the paper's protocol for the affine Deceptron (Adam 5e-4, batch 128,
@@ -103,25 +127,6 @@ class TrainConfig:
                 raise SpecError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if not 0.0 <= self.jcp_start <= self.jcp_ramp_end <= 1.0:
             raise SpecError("train: need 0 <= jcp_start <= jcp_ramp_end <= 1")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SpecError(f"unknown train key(s): {', '.join(unknown)}")
-        return cls(**dict(d))
-
-    @classmethod
-    def from_spec(cls, spec) -> TrainConfig:
-        """The ``[train]`` section of a validated :class:`invphys.Spec`."""
-        return cls.from_dict(spec["train"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
 
     @property
     def trigger(self) -> float:

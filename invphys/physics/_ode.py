@@ -106,12 +106,16 @@ def adaptive_grid(term, solver, t0, t1, y0, args, controller, max_steps: int):
     """Step times chosen by diffrax's adaptive loop (no derivatives flow through them).
 
     Returns ``max_steps + 1`` times from t0 to t1, padded at the end with t1 (so the
-    replay's extra steps have zero length)."""
+    replay's extra steps have zero length). Where the adaptive loop fails (``max_steps``
+    reached, e.g. at a stiff, unphysical parameter a solver tried), the grid is NaN, so
+    the simulation returns NaN: a rejected trial for the solvers, never an exception
+    raised from inside a jitted loop."""
     sg = jax.lax.stop_gradient
     probe = diffrax.diffeqsolve(
         term, solver, t0=t0, t1=t1, dt0=None, y0=sg(y0), args=sg(args),
         stepsize_controller=controller, saveat=diffrax.SaveAt(steps=True),
-        max_steps=max_steps, adjoint=diffrax.ForwardMode(),
+        max_steps=max_steps, adjoint=diffrax.ForwardMode(), throw=False,
     )
     ts = jnp.where(jnp.isfinite(probe.ts), probe.ts, t1)
+    ts = jnp.where(probe.result == diffrax.RESULTS.successful, ts, jnp.nan)
     return sg(jnp.concatenate([jnp.asarray(t0, ts.dtype)[None], ts]))

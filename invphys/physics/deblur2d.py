@@ -98,6 +98,20 @@ SCHEMA = {
         "std": Key(float, default=0.0, check=nonnegative,
                    doc="extra additive Gaussian std (0 in the protocol)"),
     },
+    # Replaces the common [train] section (the Deceptron's): DeceptronNet v0 training,
+    # the fields of invphys.learn.NetTrainConfig; defaults = the protocol.
+    "train": {
+        "epochs": Key(int, default=12, check=positive),
+        "batch_size": Key(int, default=64, check=positive),
+        "lr": Key(float, default=2e-3, check=positive, doc="Adam learning rate"),
+        "seed": Key(int, default=0, check=nonnegative, doc="weights and shuffling"),
+        "channels": Key(int, default=32, check=positive, doc="UNet width (every level)"),
+        "steps": Key(int, default=6, check=positive, doc="unrolled correction steps"),
+        "depth": Key(int, default=2, check=positive, doc="UNet downsamplings"),
+        "data_weight": Key(float, default=0.1, check=nonnegative,
+                           doc="weight of MSE(A_true(x_hat), y) beside MSE(x_hat, x)"),
+        "dtype": Key(str, default="float32", choices=("float32", "float64")),
+    },
 }
 
 

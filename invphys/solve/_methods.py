@@ -221,15 +221,16 @@ class LevenbergMarquardt(AbstractMethod):
       large n. ``"auto"`` picks direct for n <= 400.
 
     ``production=True`` (what :func:`invphys.least_squares` uses; off in the paper
-    protocol) changes four details: a predicted decrease below 16 ulps of Phi is
+    protocol) changes three details: a predicted decrease below 16 ulps of Phi is
     rounding noise, so the gain ratio is taken as 1 there (the damping keeps falling and
     the last steps stay Gauss-Newton steps) and the prediction is computed without
     cancellation; trial k raises the damping by 2^(k(k+1)/2) (Nielsen's doubling
     factor) instead of 2^k, so nine trials span 3e13 and a start near Gauss-Newton
     (``damping0=1e-12``) costs few rejections; a proposal whose geodesic correction is
-    too large is a rejected trial rather than a plain step; and J^T r comes from the
-    Jacobian already formed. ``geodesic`` > 0 adds Transtrum & Sethna's geodesic
-    acceleration with their acceptance ratio 2|a|/|v| <= ``geodesic`` (0.75 there).
+    too large is a rejected trial rather than a plain step. In direct mode J^T r comes
+    from the Jacobian already formed (no VJP through the simulator). ``geodesic`` > 0
+    adds Transtrum & Sethna's geodesic acceleration with their acceptance ratio
+    2|a|/|v| <= ``geodesic`` (0.75 there).
     """
 
     damping0: float = 1e-3
@@ -267,7 +268,7 @@ class LevenbergMarquardt(AbstractMethod):
         J = None
         if self._direct(x):
             J = jax.vmap(jvp, out_axes=1)(jnp.eye(x.size, dtype=x.dtype))  # (m, n)
-        if self.production and J is not None:
+        if J is not None:  # J^T r from the formed Jacobian: no VJP through the simulator
             lin = _lin_from(y, y_obs, lambda r: J.T @ r)
         else:
             lin = _lin_from(y, y_obs, lambda r: vjp(r)[0])

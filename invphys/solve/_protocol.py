@@ -89,6 +89,7 @@ class _Carry(eqx.Module):
     best_phi: Array
     best_size: Array  # the shortest (scaled) Gauss-Newton step so far
     degenerate: Array
+    phi0: Array  # the objective at the start
 
 
 def _objective(fn, x, y_obs):
@@ -135,11 +136,14 @@ def _line_search(fn, x, y_obs, lin: Lin, aux, method: AbstractMethod, rules: Rul
     return ok, alpha, x_new, phi_new, ntrials
 
 
-def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x0):
-    """One solve as one ``lax.while_loop`` (jit/vmap friendly, no host syncs)."""
+def _typed(fn, dtype):
+    return lambda x: fn(x).astype(dtype)  # a float32 solve stays float32
+
+
+def _init(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x0) -> _Carry:
+    """The loop state at x0 (iteration 0)."""
     dtype = x0.dtype
-    raw_fn = fn
-    fn = lambda x: raw_fn(x).astype(dtype)  # a float32 solve stays float32
+    fn = _typed(fn, dtype)
     n_it = rules.max_iter
     phi0 = _objective(fn, x0, y_obs)
     rmse0 = jnp.sqrt(2.0 * phi0)
@@ -157,16 +161,25 @@ def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x
         nfev=jnp.asarray(1), njev=jnp.asarray(0), n_acc=jnp.asarray(0),
         n_rej=jnp.asarray(0),
         n_fail=jnp.asarray(0), n_stag=jnp.asarray(0), best_phi=phi0,
-        best_size=jnp.asarray(jnp.inf, dtype), degenerate=jnp.asarray(False),
+        best_size=jnp.asarray(jnp.inf, dtype), degenerate=jnp.asarray(False), phi0=phi0,
     )
     if rules.endgame:  # a non-finite start stops at once (the caller raises if concrete)
         bad0 = ~jnp.isfinite(phi0)
         carry = dataclasses.replace(
             carry, stop=bad0 | carry.stop,
             result=RESULTS.where(bad0, RESULTS.nonfinite, carry.result))
+    return carry
+
+
+def _run(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, carry: _Carry,
+         until) -> _Carry:
+    """Iterate from ``carry`` until a stop or iteration ``until`` (<= max_iter): one
+    ``lax.while_loop`` (jit/vmap friendly, no host syncs)."""
+    fn = _typed(fn, carry.x.dtype)
+    until = jnp.minimum(until, rules.max_iter)
 
     def cond(c: _Carry):
-        return (~c.stop) & (c.it < n_it)
+        return (~c.stop) & (c.it < until)
 
     def body(c: _Carry):
         lin, aux = method.prepare(fn, c.x, y_obs, c.mstate, cset)
@@ -204,7 +217,7 @@ def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x
             c.n_fail, c.n_stag, c.best_phi, c.best_size, c.degenerate)
         if rules.endgame:
             stop, result, n_fail, n_stag, best_phi, best_size, degenerate = _endgame(
-                c, lin, newton, rules, cset, ok, step, phi_new, floor, reached, phi0)
+                c, lin, newton, rules, cset, ok, step, phi_new, floor, reached, c.phi0)
         return _Carry(
             x=x_new, phi=phi_new, rmse=rmse, it=it, stall=stall,
             stop=stop, result=result, steps_to_eps=steps_to_eps,
@@ -215,11 +228,16 @@ def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x
             nfev=c.nfev + 1 + ntrials, njev=c.njev + 1,
             n_acc=c.n_acc + ok, n_rej=c.n_rej + (~ok),
             n_fail=n_fail, n_stag=n_stag, best_phi=best_phi, best_size=best_size,
-            degenerate=degenerate,
+            degenerate=degenerate, phi0=c.phi0,
         )
 
-    c = jax.lax.while_loop(cond, body, carry)
-    # final diagnostics at the answer
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def _finish(fn, cset: Problem, y_obs, c: _Carry) -> Solution:
+    """The Solution at the loop's final state (diagnostics at the answer)."""
+    dtype = c.x.dtype
+    fn = _typed(fn, dtype)
     y, vjp = jax.vjp(fn, c.x)
     r = y - y_obs
     grad = vjp(r)[0] / r.size
@@ -356,6 +374,13 @@ def _endgame(c: _Carry, lin: Lin, newton: Newton | None, rules: Rules, cset, ok,
     return stop, code, n_fail, n_stag, best_phi, best_size, degenerate
 
 
+def _solve_one(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, x0):
+    """One solve: init, one while loop to the end, final diagnostics."""
+    carry = _init(fn, cset, method, rules, y_obs, x0)
+    return _finish(fn, cset, y_obs, _run(fn, cset, method, rules, y_obs, carry,
+                                          rules.max_iter))
+
+
 @eqx.filter_jit
 def _solve_jit(problem, method, rules, y_obs, x0):
     return _solve_one(problem.fn, problem, method, rules, y_obs, x0)
@@ -365,6 +390,60 @@ def _solve_jit(problem, method, rules, y_obs, x0):
 def _solve_batch_jit(problem, method, rules, y_obs, x0):
     one = lambda y, x: _solve_one(problem.fn, problem, method, rules, y, x)
     return jax.vmap(one)(y_obs, x0)
+
+
+@eqx.filter_jit
+def _init_batch(problem, method, rules, y_obs, x0):
+    return jax.vmap(lambda y, x: _init(problem.fn, problem, method, rules, y, x))(y_obs, x0)
+
+
+@eqx.filter_jit
+def _run_batch(problem, method, rules, y_obs, carry, until):
+    run = lambda y, c: _run(problem.fn, problem, method, rules, y, c, until)
+    return jax.vmap(run)(y_obs, carry)
+
+
+@eqx.filter_jit
+def _finish_batch(problem, y_obs, carry):
+    return jax.vmap(lambda y, c: _finish(problem.fn, problem, y, c))(y_obs, carry)
+
+
+def _gather(tree, idx):
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
+def _scatter(tree, idx, sub):
+    """``tree[idx] = sub[:len(idx)]`` leaf by leaf (sub may be padded)."""
+    return jax.tree.map(lambda a, b: a.at[idx].set(b[: idx.size]), tree, sub)
+
+
+def _solve_compacted(problem, method, rules, y_obs, x0, round_iters: int) -> Solution:
+    """A batched solve that stops paying for finished members.
+
+    A vmapped while loop runs every member until the slowest one stops. Here the loop
+    runs in rounds of ``round_iters`` iterations; between rounds (a host sync, outside
+    the jitted loop) the members still running are gathered into a smaller batch. Batch
+    sizes are B, B/4, B/16, ... (at least 8), so at most ~log4(B) shapes compile. Each
+    member's iterations are the same as in the one-loop solve.
+    """
+    carry = _init_batch(problem, method, rules, y_obs, x0)
+    total = y_obs.shape[0]
+    sizes = [total]
+    while sizes[-1] > 8:
+        sizes.append(max(8, -(-sizes[-1] // 4)))
+    until = 0
+    while until < rules.max_iter:
+        stop, it = jax.device_get((carry.stop, carry.it))
+        running = np.flatnonzero(~stop & (it < rules.max_iter))
+        if running.size == 0:
+            break
+        until = min(until + round_iters, rules.max_iter)
+        size = min(s for s in sizes if s >= running.size)
+        take = np.concatenate([running, np.repeat(running[-1:], size - running.size)])
+        sub = _run_batch(problem, method, rules, y_obs[take], _gather(carry, take),
+                         jnp.asarray(until))
+        carry = _scatter(carry, running, sub)
+    return _finish_batch(problem, y_obs, carry)
 
 
 def as_method(method: str | AbstractMethod) -> AbstractMethod:
@@ -386,6 +465,7 @@ def solve(
     rules: Rules | None = None,
     *,
     shard: bool | jax.sharding.Sharding = False,
+    compact: bool | int = False,
 ) -> Solution:
     """Recover x from observations ``y_obs`` under the shared protocol.
 
@@ -397,6 +477,12 @@ def solve(
     start (broadcast) or ``(B, n)``. The batch is one jitted, vmapped call; with
     ``shard=True`` it is split across all devices (``jax.sharding``; pass a Sharding to
     choose), which gives the same answers as the unsharded call.
+
+    ``compact=True`` (or a round length in iterations; True = max_iter // 10, at least
+    5) stops finished members of a batch from costing compute: the loop runs in rounds
+    and the members still running are gathered into smaller batches between rounds
+    (a few extra compiles, one host sync per round). Worth it when a few stragglers
+    would otherwise run the whole batch to ``max_iter``; same answers per member.
     """
     rules = rules or Rules()
     method = as_method(method)
@@ -426,7 +512,16 @@ def solve(
     if batched:
         x0p = jnp.broadcast_to(x0p, (y_obs.shape[0], n))
     _check_objective_finite(problem, y_obs, x0p, batched)
-    if batched:
+    if compact and not batched:
+        raise ValueError("compact=True needs a batched solve (a leading batch axis on y_obs)")
+    if compact and shard:
+        raise ValueError("compact and shard cannot be combined yet")
+    if batched and compact:
+        rounds = max(5, rules.max_iter // 10) if compact is True else int(compact)
+        if rounds < 1:
+            raise ValueError(f"compact must be True or a positive round length, got {compact}")
+        sol = _solve_compacted(problem, method, rules, y_obs, x0p, rounds)
+    elif batched:
         if shard:
             y_obs, x0p, pad = _shard_batch(y_obs, x0p, shard)
             sol = _solve_batch_jit(problem, method, rules, y_obs, x0p)
@@ -439,10 +534,13 @@ def solve(
     return dataclasses.replace(sol, x0_projected=True) if projected else sol
 
 
+_objective_jit = eqx.filter_jit(_objective)
+_objective_batch_jit = eqx.filter_jit(jax.vmap(_objective, in_axes=(None, 0, 0)))
+
+
 def _check_objective_finite(problem, y_obs, x0, batched):
-    phi = eqx.filter_jit(
-        jax.vmap(_objective, in_axes=(None, 0, 0)) if batched else _objective
-    )(problem.fn, x0, y_obs)
+    # module-level jitted checks: a wrapper built per call would recompile every time
+    phi = (_objective_batch_jit if batched else _objective_jit)(problem.fn, x0, y_obs)
     bad = ~np.isfinite(np.asarray(phi))
     if bad.any():
         where = f" (problem {int(np.argmax(bad))} of the batch)" if batched else ""
