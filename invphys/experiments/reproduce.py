@@ -96,6 +96,7 @@ class Settings:
     # whole batch run to max_iter); each extra batch shape compiles once, cheap for the
     # tabulated (matrix) Heat simulator, ~20 s per shape for the adaptive oscillator
     compact: tuple[str, ...] = ("heat1d",)
+    compact_min: int = 200  # smaller batches: the rounds' overhead outweighs the saving
 
     @classmethod
     def make(cls, quick: bool) -> Settings:
@@ -467,7 +468,8 @@ def beyond_mode(spec: Spec, dataset: Dataset, ck, settings: Settings, log) -> di
         return {"x_rel_err_median": float(np.median(rel)), "x_rel_err_mean": float(rel.mean())}
 
     res = _run_methods(target, y, starts, methods, rules, extra=score, progress=log,
-                       full_length=False, compact=spec.problem in settings.compact)
+                       full_length=False,
+                       compact=spec.problem in settings.compact and n >= settings.compact_min)
     g_direct = score(type("S", (), {"x": g_start, "history": {"rmse": np.zeros((n, 1))}})())
     res["_g_direct"] = g_direct
     res["_criterion"] = criterion

@@ -191,6 +191,9 @@ def _run(fn, cset: Problem, method: AbstractMethod, rules: Rules, y_obs, carry: 
             ok, alpha, x_new, phi_new, ntrials = _line_search(
                 fn, c.x, y_obs, lin, aux, method, rules, cset
             )
+        # a rejection keeps x, so it keeps the carried objective (linearize's evaluation
+        # of the same x may differ in the last bit)
+        phi_new = jnp.where(ok, phi_new, c.phi)
         step = x_new - c.x
         mstate = method.update(c.mstate, lin, aux, ok, alpha, step, phi_new)
         it = c.it + 1
@@ -408,10 +411,12 @@ def _finish_batch(problem, y_obs, carry):
     return jax.vmap(lambda y, c: _finish(problem.fn, problem, y, c))(y_obs, carry)
 
 
+@jax.jit
 def _gather(tree, idx):
     return jax.tree.map(lambda a: a[idx], tree)
 
 
+@jax.jit
 def _scatter(tree, idx, sub):
     """``tree[idx] = sub[:len(idx)]`` leaf by leaf (sub may be padded)."""
     return jax.tree.map(lambda a, b: a.at[idx].set(b[: idx.size]), tree, sub)
