@@ -33,3 +33,17 @@ def device_line() -> str:
     d = jax.devices()[0]
     return f"device: {d.platform} ({d.device_kind}), {len(jax.devices())} device(s), " \
            f"jax {jax.__version__}, float64"
+
+
+def first_and_best(call, repeats: int = 3):
+    """(compile_seconds, best_run_seconds, output) of a zero-argument ``call`` whose first
+    run compiles: compile = first run minus the best warm run."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(call())
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(call())
+        best = min(best, time.perf_counter() - t0)
+    return max(first - best, 0.0), best, out

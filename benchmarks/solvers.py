@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # python benchmarks/solvers.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # first: caps BLAS threads before numpy loads, switches x64 on
-from benchmarks._common import device_line  # noqa: E402
+from benchmarks._common import device_line, first_and_best  # noqa: E402
 
 # isort: split
 import argparse  # noqa: E402
@@ -109,18 +109,6 @@ def make_bench(name: str, count: int, n_fit: int, seed: int, overrides: dict) ->
 
 
 # -------------------------------------------------------------------------- solvers
-def _timed(call, repeats: int):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(call())
-    first = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(call())
-        best = min(best, time.perf_counter() - t0)
-    return max(first - best, 0.0), best, out
-
-
 def _rmse(b: Bench, x):
     r = jax.vmap(b.target.fn)(x) - b.y[: x.shape[0]]
     return np.sqrt(np.mean(np.asarray(r) ** 2, axis=1))
@@ -141,7 +129,7 @@ def run_invphys(b: Bench, method, count: int, repeats: int, max_iter: int,
     y = b.y[:count]
     call = lambda: invphys.solve(b.target, y, b.x0, method=method, rules=rules,  # noqa: E731
                                  compact=compact)
-    compile_s, wall, sol = _timed(call, repeats)
+    compile_s, wall, sol = first_and_best(call, repeats)
     best = np.nanmin(np.asarray(sol.history["rmse"]), axis=1)
     return _row(best, np.asarray(sol.steps), wall, compile_s, count)
 
@@ -163,9 +151,19 @@ def run_optx(b: Bench, count: int, repeats: int, max_steps: int):
         return jax.vmap(one)(y)
 
     y = b.y[:count]
-    compile_s, wall, (z, steps) = _timed(lambda: batch(y), repeats)
+    compile_s, wall, (z, steps) = first_and_best(lambda: batch(y), repeats)
     x = jax.vmap(b.expand)(jnp.clip(z, lo, hi))  # no bounds in optimistix: clip after
     return _row(_rmse(b, x), np.asarray(steps), wall, compile_s, count)
+
+
+def scipy_fns(b: Bench):
+    """The jitted residual ``(z, y) -> r`` and Jacobian ``z -> J`` over the free unknowns
+    that scipy calls from NumPy, compiled here."""
+    fz = lambda z: b.target.fn(b.expand(z))  # noqa: E731
+    res, jac = jax.jit(lambda z, y: fz(z) - y), jax.jit(jax.jacfwd(fz))
+    z0 = b.x0[b.free]
+    jax.block_until_ready((res(z0, b.y[0]), jac(z0)))
+    return res, jac
 
 
 def run_scipy(b: Bench, count: int):
@@ -174,9 +172,7 @@ def run_scipy(b: Bench, count: int):
     lo, hi = b.free_bounds()
     z0 = np.asarray(b.x0[b.free])
     t0 = time.perf_counter()
-    res = jax.jit(lambda z, y: b.target.fn(b.expand(z)) - y)
-    jac = jax.jit(jax.jacfwd(lambda z: b.target.fn(b.expand(z))))
-    jax.block_until_ready((res(z0, b.y[0]), jac(z0)))
+    res, jac = scipy_fns(b)
     compile_s = time.perf_counter() - t0
     zs, iters = [], []
     t0 = time.perf_counter()
@@ -239,8 +235,8 @@ def iteration_costs(n: int, peers: bool, iters: int, repeats: int) -> dict[str, 
     rules = Rules(rho=1.0, armijo="step", eps=0.0, stall_tol=0.0, max_iter=iters)
     lm = LevenbergMarquardt(solver="cg")
     y = b.y[0]
-    _, wall, sol = _timed(lambda: invphys.solve(b.target, y, b.x0, method=lm, rules=rules),
-                          repeats)
+    _, wall, sol = first_and_best(
+        lambda: invphys.solve(b.target, y, b.x0, method=lm, rules=rules), repeats)
     row = {"invphys": 1e3 * wall / int(sol.steps)}
     if not peers:
         return row
@@ -249,13 +245,12 @@ def iteration_costs(n: int, peers: bool, iters: int, repeats: int) -> dict[str, 
     solver = optx.LevenbergMarquardt(rtol=0.0, atol=0.0)
     run = jax.jit(lambda y: optx.least_squares(lambda z, y: fz(z) - y, solver, z0, args=y,
                                                max_steps=iters, throw=False).value)
-    _, wall, _ = _timed(lambda: run(y), repeats)
+    _, wall, _ = first_and_best(lambda: run(y), repeats)
     row["optx"] = 1e3 * wall / iters
-    res, jac = jax.jit(fz), jax.jit(jax.jacfwd(fz))
-    jax.block_until_ready((res(z0), jac(z0)))
+    res, jac = scipy_fns(b)
     t0 = time.perf_counter()
     r = scipy.optimize.least_squares(
-        lambda z: np.asarray(res(z) - y), np.asarray(z0), jac=lambda z: np.asarray(jac(z)),
+        lambda z: np.asarray(res(z, y)), np.asarray(z0), jac=lambda z: np.asarray(jac(z)),
         bounds=b.free_bounds(), method="trf", max_nfev=iters)
     row["scipy"] = 1e3 * (time.perf_counter() - t0) / max(r.njev, 1)
     return row

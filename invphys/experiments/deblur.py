@@ -88,7 +88,7 @@ def baseline_methods() -> dict[str, Any]:
 
 def protocol_rules(max_iter: int = MAX_ITER) -> Rules:
     """Armijo backtracking (halving, 8 times, c = 1e-4), no relaxation, no stall stop,
-    stop at eps (set per sample by :func:`batched_solve`) or ``max_iter``."""
+    stop at eps (set per sample by :func:`make_batched_solver`) or ``max_iter``."""
     return Rules(alpha0=1.0, max_halvings=8, rho=1.0, armijo_c=1e-4, armijo="proposal",
                  max_iter=max_iter, stall_tol=0.0, stop_at_eps=True)
 
@@ -160,18 +160,6 @@ class SolverBank:
         sol = self.compiled[key](*args)
         jax.block_until_ready(sol.x)
         return Timed(sol=sol, compile_s=compile_s, run_s=time.perf_counter() - t1)
-
-
-def batched_solve(problem: Problem, method, rules: Rules, sigma, eps, y, x0) -> Timed:
-    """Compile (timed apart, ahead of time) and run one batched per-sample solve."""
-    fn = make_batched_solver(problem, method, rules)
-    args = (sigma, eps, y, x0)
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    t1 = time.perf_counter()
-    sol = compiled(*args)
-    jax.block_until_ready(sol.x)
-    return Timed(sol=sol, compile_s=t1 - t0, run_s=time.perf_counter() - t1)
 
 
 # --------------------------------------------------------------------------- data
