@@ -13,7 +13,8 @@ import jax  # noqa: E402  (after _common: x64 and BLAS caps)
 import jax.numpy as jnp  # noqa: E402
 
 import invphys  # noqa: E402
-from benchmarks._common import device_line, timed
+from benchmarks._common import device_line
+from invphys.experiments.timing import time_call
 
 
 def main(argv=None):
@@ -40,7 +41,8 @@ def main(argv=None):
                 "vjp": (jax.vmap(lambda x, w, f=p.fn: jax.vjp(f, x)[1](w)[0]), (xs, ws)),
             }
             for op, (fn, a) in ops.items():
-                c, r, _ = timed(fn, *a)
+                t = time_call(fn, *a, repeats=5, aot=True)
+                c, r = t.compile_s, t.run_s
                 print(f"{name:<11} {fid:<9} {op:<8} {c:>10.2f} {r * 1e3:>10.2f} "
                       f"{r / args.batch * 1e6:>11.2f}", flush=True)
 

@@ -29,7 +29,6 @@ from benchmarks._common import device_line  # noqa: E402
 
 # isort: split
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
@@ -39,11 +38,10 @@ import numpy as np  # noqa: E402
 
 import invphys  # noqa: E402
 from invphys.certify import MGH_BOUNDED, MGH_PROBLEMS, NIST_DATASETS, load_nist, lre  # noqa: E402
+from invphys.experiments.timing import time_call  # noqa: E402
+from invphys.solve import result_names  # noqa: E402
 
-try:
-    least_squares = invphys.least_squares
-except AttributeError:  # not exported yet
-    from invphys.solve._least_squares import least_squares
+least_squares = invphys.least_squares
 
 QUICK_DATASETS = ["Misra1a", "Chwirut2", "DanWood", "Nelson", "MGH09", "BoxBOD", "MGH10",
                   "Bennett5"]
@@ -54,30 +52,22 @@ SOLVERS = ("invphys", "scipy-trf", "scipy-lm", "optx-LM")
 
 # ----------------------------------------------------------------------------- timing
 def _timed(call, repeats):
-    """(first_call_s, median_warm_s, output): the first call includes any compile."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(call())
-    first = time.perf_counter() - t0
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(call())
-        runs.append(time.perf_counter() - t0)
-    return first, statistics.median(runs), out
+    """(compile_s, median_warm_s, output): the first call compiles; compile = the first
+    call minus the best warm one; the tables report the median warm call."""
+    t = time_call(call, repeats=repeats)
+    return t.compile_s, t.median_s, t.output
 
 
 # ----------------------------------------------------------------------------- solvers
 def run_invphys(residual, x0, repeats, lower=None, upper=None):
     bounds = {} if lower is None else {"lower": lower, "upper": upper}
-    first, med, s = _timed(lambda: least_squares(residual, x0, **bounds), repeats)
+    compile_s, med, s = _timed(lambda: least_squares(residual, x0, **bounds), repeats)
     return {"x": np.asarray(s.x), "f": 2.0 * float(s.cost), "steps": int(s.steps),
             "nfev": int(s.nfev), "ok": bool(s.success), "status": _result_name(s.result),
-            "time": med, "compile": max(first - med, 0.0)}
+            "time": med, "compile": compile_s}
 
 
 def _result_name(result):
-    from invphys.solve._rules import result_names
-
     return result_names(result._value)[0]
 
 
@@ -88,12 +78,12 @@ def run_optx(residual, x0, repeats):
     solver = optx.LevenbergMarquardt(rtol=1e-12, atol=1e-12)
     y0 = jnp.asarray(x0)
     call = lambda: optx.least_squares(fn, solver, y0, max_steps=1000, throw=False)  # noqa: E731
-    first, med, s = _timed(call, repeats)
+    compile_s, med, s = _timed(call, repeats)
     ok = bool(s.result == optx.RESULTS.successful)
     return {"x": np.asarray(s.value), "f": float(2.0 * 0.5 * jnp.sum(residual(s.value) ** 2)),
             "steps": int(s.stats["num_steps"]), "nfev": int(s.stats["num_steps"]), "ok": ok,
             "status": "successful" if ok else "max_steps/fail", "time": med,
-            "compile": max(first - med, 0.0)}
+            "compile": compile_s}
 
 
 def _scipy_fns(residual, x0):
@@ -195,11 +185,11 @@ def batch(name, size, peers, seed=0):
     print(f"\n== vmapped batch: {name}, {size} starts = NIST start 2 x exp(0.1 N(0,1)), "
           "one call")
     solve = jax.jit(jax.vmap(lambda b: least_squares(prob.residual, b)))
-    first, med, s = _timed(lambda: solve(x0), 2)
+    compile_s, med, s = _timed(lambda: solve(x0), 2)
     lres = np.array([lre(x, prob.certified) for x in np.asarray(s.x)])
     ok = np.asarray(s.success)
     steps = np.asarray(s.steps)
-    print(f"invphys   compile {first - med:6.2f} s   batch {med * 1e3:9.1f} ms   "
+    print(f"invphys   compile {compile_s:6.2f} s   batch {med * 1e3:9.1f} ms   "
           f"{med / size * 1e6:8.1f} us/solve   LRE >= 4: {int((lres >= 4).sum())}/{size}   "
           f"success {int(ok.sum())}/{size} (of which < 4 digits: "
           f"{int(np.sum(ok & (lres < 4)))})   steps median {int(np.median(steps))} "
@@ -215,10 +205,10 @@ def batch(name, size, peers, seed=0):
             return sol.value, sol.result == optx.RESULTS.successful
 
         osolve = jax.jit(jax.vmap(one))
-        ofirst, omed, (ox, ook) = _timed(lambda: osolve(x0), 2)
+        ocompile, omed, (ox, ook) = _timed(lambda: osolve(x0), 2)
         olres = np.array([lre(x, prob.certified) for x in np.asarray(ox)])
         ook = np.asarray(ook)
-        print(f"optx-LM   compile {ofirst - omed:6.2f} s   batch {omed * 1e3:9.1f} ms   "
+        print(f"optx-LM   compile {ocompile:6.2f} s   batch {omed * 1e3:9.1f} ms   "
               f"{omed / size * 1e6:8.1f} us/solve   LRE >= 4: {int((olres >= 4).sum())}/{size}"
               f"   success {int(ook.sum())}/{size} (of which < 4 digits: "
               f"{int(np.sum(ook & (olres < 4)))})")

@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # python benchmarks/solvers.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # first: caps BLAS threads before numpy loads, switches x64 on
-from benchmarks._common import device_line, first_and_best  # noqa: E402
+from benchmarks._common import device_line  # noqa: E402
 
 # isort: split
 import argparse  # noqa: E402
@@ -64,7 +64,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import invphys  # noqa: E402
-from invphys import GaussNewton, LevenbergMarquardt, Normaliser, Rules  # noqa: E402
+from invphys import (  # noqa: E402
+    GaussNewton,
+    LevenbergMarquardt,
+    Normaliser,
+    Rules,
+    normalise_obs,
+    normalised_problem,
+)
+from invphys.experiments.timing import time_call  # noqa: E402
 
 EPS = (0.30, 0.05)
 
@@ -101,10 +109,9 @@ def make_bench(name: str, count: int, n_fit: int, seed: int, overrides: dict) ->
     xs = problem.sample(k_x, n_fit + count)
     _, y_noisy = eqx.filter_jit(problem.observe)(k_n, xs)
     norm = Normaliser.fit(y_noisy[:n_fit], getattr(problem.noise, "sigma", None))
-    fn = problem.fn
-    target = problem.with_forward(lambda x: norm.transform(fn(x)), name=f"{name}[z]")
+    target = normalised_problem(problem, norm)
     label = f"{name} ({problem.spec['physics'].get('fidelity')}, n = {problem.x_size})"
-    return Bench(label, target, norm.transform(y_noisy[n_fit:]), xs[n_fit:],
+    return Bench(label, target, normalise_obs(y_noisy[n_fit:], norm), xs[n_fit:],
                  problem.start())
 
 
@@ -129,7 +136,8 @@ def run_invphys(b: Bench, method, count: int, repeats: int, max_iter: int,
     y = b.y[:count]
     call = lambda: invphys.solve(b.target, y, b.x0, method=method, rules=rules,  # noqa: E731
                                  compact=compact)
-    compile_s, wall, sol = first_and_best(call, repeats)
+    t = time_call(call, repeats=repeats)
+    compile_s, wall, sol = t.compile_s, t.run_s, t.output
     best = np.nanmin(np.asarray(sol.history["rmse"]), axis=1)
     return _row(best, np.asarray(sol.steps), wall, compile_s, count)
 
@@ -151,7 +159,8 @@ def run_optx(b: Bench, count: int, repeats: int, max_steps: int):
         return jax.vmap(one)(y)
 
     y = b.y[:count]
-    compile_s, wall, (z, steps) = first_and_best(lambda: batch(y), repeats)
+    t = time_call(lambda: batch(y), repeats=repeats)
+    compile_s, wall, (z, steps) = t.compile_s, t.run_s, t.output
     x = jax.vmap(b.expand)(jnp.clip(z, lo, hi))  # no bounds in optimistix: clip after
     return _row(_rmse(b, x), np.asarray(steps), wall, compile_s, count)
 
@@ -235,9 +244,9 @@ def iteration_costs(n: int, peers: bool, iters: int, repeats: int) -> dict[str, 
     rules = Rules(rho=1.0, armijo="step", eps=0.0, stall_tol=0.0, max_iter=iters)
     lm = LevenbergMarquardt(solver="cg")
     y = b.y[0]
-    _, wall, sol = first_and_best(
-        lambda: invphys.solve(b.target, y, b.x0, method=lm, rules=rules), repeats)
-    row = {"invphys": 1e3 * wall / int(sol.steps)}
+    t = time_call(lambda: invphys.solve(b.target, y, b.x0, method=lm, rules=rules),
+                  repeats=repeats)
+    row = {"invphys": 1e3 * t.run_s / int(t.output.steps)}
     if not peers:
         return row
     fz = lambda z: b.target.fn(b.expand(z))  # noqa: E731
@@ -245,8 +254,7 @@ def iteration_costs(n: int, peers: bool, iters: int, repeats: int) -> dict[str, 
     solver = optx.LevenbergMarquardt(rtol=0.0, atol=0.0)
     run = jax.jit(lambda y: optx.least_squares(lambda z, y: fz(z) - y, solver, z0, args=y,
                                                max_steps=iters, throw=False).value)
-    _, wall, _ = first_and_best(lambda: run(y), repeats)
-    row["optx"] = 1e3 * wall / iters
+    row["optx"] = 1e3 * time_call(lambda: run(y), repeats=repeats).run_s / iters
     res, jac = scipy_fns(b)
     t0 = time.perf_counter()
     r = scipy.optimize.least_squares(

@@ -4,7 +4,8 @@ The paper works in a normalised output space: every output dimension is z-scored
 the training split's mean and std, and every residual, RMSE and tolerance lives there.
 :class:`Normaliser` does that safely (no division by ~0) and records which outputs
 carry signal above the noise, so later layers can leave noise-only outputs (Heat's
-pinned endpoints) out of a residual.
+pinned endpoints) out of a residual. :func:`normalised_problem` and
+:func:`normalise_obs` put a problem and its observations in that space.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def make_dataset(
     noise_keys = jax.random.split(k_noise, math.ceil(total / chunk))
     starts = range(0, total, chunk)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # only when asked: tqdm.auto probes for notebooks
 
         starts = tqdm(starts, desc=f"simulating {problem.name}", unit="chunk")
     clean, noisy = [], []
@@ -130,3 +131,34 @@ def make_dataset(
         x_test=xs[b:], y_test=y[b:], y_test_clean=y_clean[b:],
         normaliser=Normaliser.fit(y[:a], noise_std),
     )
+
+
+# ------------------------------------------------------------ the normalised output space
+def normalised_problem(problem: Problem, normaliser: Normaliser,
+                       signal_only: bool = False) -> Problem:
+    """``problem`` with forward x -> normaliser.transform(F(x)) (optionally signal dims only).
+
+    Every residual, RMSE and tolerance of the Deceptron protocol lives in this z-space;
+    ``signal_only`` drops outputs that carry noise only (Heat's pinned endpoints), which
+    otherwise set a residual floor.
+    """
+    fn = problem.fn
+    if signal_only:
+        keep = np.flatnonzero(np.asarray(normaliser.signal))
+        return problem.with_forward(
+            lambda x: normaliser.transform(fn(x))[keep], name=f"{problem.name}[z,signal]"
+        )
+    return problem.with_forward(lambda x: normaliser.transform(fn(x)), name=f"{problem.name}[z]")
+
+
+def normalise_obs(y, normaliser: Normaliser, signal_only: bool = False):
+    """Observations ``y`` in the normalised space of :func:`normalised_problem`."""
+    z = normaliser.transform(jnp.asarray(y))
+    if signal_only:
+        z = z[..., np.flatnonzero(np.asarray(normaliser.signal))]
+    return z
+
+
+def spec_normaliser(problem: Problem) -> Normaliser:
+    """The normaliser of the spec's training split (simulated from the spec's seed)."""
+    return make_dataset(problem, n_val=1, n_test=1).normaliser

@@ -91,6 +91,9 @@ class Problem(eqx.Module):
         noise: the observation noise model.
         x0: the protocol's fixed start, ``"zeros"``, ``"midpoint"`` or an array.
         name: a label; ``spec`` the validated spec the problem was built from.
+        identifiable: ``x (K, n) -> (values (K, q), names)``, the combinations of x the
+            observation determines (e.g. the oscillator's c/m, k/m, x0, v0): what a
+            recovered x is scored on. None (the default): the problem declares none.
     """
 
     fn: Callable[[Array], Array]
@@ -104,6 +107,7 @@ class Problem(eqx.Module):
     x0_rule: str = eqx.field(static=True)
     name: str = eqx.field(static=True)
     spec: Any = eqx.field(static=True)
+    identifiable: Callable[[Any], tuple[Any, tuple[str, ...]]] | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -119,6 +123,7 @@ class Problem(eqx.Module):
         x0: str = "midpoint",
         name: str = "custom",
         spec: Any = None,
+        identifiable: Callable[[Any], tuple[Any, tuple[str, ...]]] | None = None,
     ):
         if not callable(forward):
             raise TypeError("forward must be callable (x -> y)")
@@ -154,6 +159,7 @@ class Problem(eqx.Module):
         self.x0_rule = x0
         self.name = name
         self.spec = spec
+        self.identifiable = identifiable
 
     # ------------------------------------------------------------------ forward map
     def forward(self, x: Float[Array, " n"]) -> Float[Array, " m"]:

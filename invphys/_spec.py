@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._configs import TrainConfig, field_kind, nonnegative, positive
 from ._errors import SpecError
 
 _REQUIRED = object()
@@ -40,14 +41,14 @@ class Key:
     doc: str = ""
 
 
-def positive(v: Any) -> str | None:
-    vals = v if isinstance(v, tuple) else (v,)
-    return None if all(x > 0 for x in vals) else "must be > 0"
-
-
-def nonnegative(v: Any) -> str | None:
-    vals = v if isinstance(v, tuple) else (v,)
-    return None if all(x >= 0 for x in vals) else "must be >= 0"
+def config_schema(config: type) -> dict[str, Key]:
+    """The spec keys of a training config dataclass (``invphys._configs``): each field's
+    type, default, allowed values, check and documentation, so they live in one place."""
+    return {
+        f.name: Key(field_kind(f), default=f.default, choices=f.metadata.get("choices"),
+                    check=f.metadata.get("check"), doc=f.metadata.get("doc", ""))
+        for f in dataclasses.fields(config)
+    }
 
 
 def _coerce(kind: Any, value: Any) -> Any:
@@ -117,54 +118,9 @@ COMMON_SCHEMA: dict[str, dict[str, Key]] = {
                       doc="test problems per seed in the paper protocol"),
         "eval_seeds": Key("ints", default=(0, 1)),
     },
-    # Surrogate / learned-inverse training: the Deceptron protocol (invphys.learn).
-    # The keys are the fields of invphys.learn.TrainConfig; defaults = the paper.
-    "train": {
-        "model": Key(str, default="linear", choices=("linear", "mlp"),
-                     doc="affine Deceptron (paper) or MLP pair"),
-        "epochs": Key(int, default=60, check=positive),
-        "batch_size": Key(int, default=128, check=positive),
-        "lr": Key(float, default=5e-4, check=positive, doc="Adam learning rate"),
-        "lr_schedule": Key(str, default="constant", choices=("constant", "cosine")),
-        "lr_final": Key(float, default=0.0, check=nonnegative,
-                        doc="cosine: final learning rate as a fraction of lr"),
-        "clip_norm": Key(float, default=0.5, check=positive, doc="gradient global-norm clip"),
-        "seed": Key(int, default=0, check=nonnegative),
-        "dtype": Key(str, default="float64", choices=("float64", "float32")),
-        "activation": Key(str, default="identity", choices=("identity", "leaky_relu"),
-                          doc="affine model: s (its exact inverse is used in g)"),
-        "leaky_slope": Key(float, default=0.1, check=positive),
-        "tie_v": Key(bool, default=False, doc="affine model: tie V = W^T (ablation)"),
-        "ridge_lambda": Key(float, default=1e-4, check=nonnegative,
-                            doc="ridge lambda of the W and V initialisation"),
-        "width": Key(int, default=256, check=positive, doc="MLP hidden width"),
-        "depth": Key(int, default=3, check=positive, doc="MLP hidden layers"),
-        "mlp_activation": Key(str, default="silu",
-                              choices=("silu", "tanh", "gelu", "softplus")),
-        "w_fit": Key(float, default=1.0, check=nonnegative, doc="MSE(f(x), z)"),
-        "w_rec": Key(float, default=0.1, check=nonnegative, doc="MSE(g(f(x)), x)"),
-        "w_cyc": Key(float, default=0.05, check=nonnegative, doc="MSE(f(g(z)), z)"),
-        "w_spectral": Key(float, default=1e-6, check=nonnegative,
-                          doc="mean((W^T W - I)^2)"),
-        "w_bias": Key(float, default=1e-4, check=nonnegative, doc="soft bias tie"),
-        "w_comp": Key(float, default=1e-3, check=nonnegative, doc="mean((V W - I)^2)"),
-        "w_sup": Key(float, default=0.0, check=nonnegative,
-                     doc="optional supervised inverse term MSE(g(z), x)"),
-        "jcp": Key(bool, default=True, doc="use the Jacobian Composition Penalty"),
-        "jcp_weight": Key(float, default=1e-3, check=nonnegative,
-                          doc="final JCP weight (ramped from 0.2x)"),
-        "jcp_trigger": Key(float, default=None, check=positive,
-                           doc="val MSE that switches JCP on (default 0.07 linear, "
-                               "0.6 nonlinear)"),
-        "jcp_start": Key(float, default=0.2, check=lambda v: None if 0 <= v <= 1
-                         else "must be in [0, 1]", doc="earliest JCP epoch / epochs"),
-        "jcp_ramp_end": Key(float, default=0.8, check=lambda v: None if 0 <= v <= 1
-                            else "must be in [0, 1]", doc="end of the JCP ramp / epochs"),
-        "jcp_probes": Key(int, default=2, check=positive, doc="probes per sample"),
-        "probe": Key(str, default="gaussian", choices=("gaussian", "rademacher")),
-        "rjcp_probes": Key(int, default=1, check=positive,
-                           doc="probes of the per-epoch RJCP diagnostic"),
-    },
+    # Surrogate / learned-inverse training: the Deceptron protocol. The keys and defaults
+    # are the fields of invphys._configs.TrainConfig (one place).
+    "train": config_schema(TrainConfig),
 }
 
 
@@ -213,15 +169,30 @@ class Spec:
         return hashlib.sha256(repr((self.problem, self.sections)).encode()).hexdigest()[:16]
 
 
-def _schema_for(problem: str, source: str) -> dict[str, dict[str, Key]]:
-    from .physics import REGISTRY
+Schema = Mapping[str, Mapping[str, Key]]
 
-    if problem not in REGISTRY:
+# Each problem's own sections ([physics], [prior], and any it replaces), by problem name.
+# The schema layer never imports physics: the physics registry hands each simulator's
+# schema over when the simulator registers (invphys.physics.register).
+_PROBLEM_SCHEMAS: dict[str, Schema] = {}
+
+
+def register_schema(problem: str, schema: Schema) -> None:
+    """Make ``problem`` a valid ``problem = ...`` value, validated with ``schema``.
+
+    Called by :func:`invphys.physics.register`; ``schema``'s sections are added to (or
+    replace) :data:`COMMON_SCHEMA`'s.
+    """
+    _PROBLEM_SCHEMAS[problem] = schema
+
+
+def _schema_for(problem: str, source: str) -> dict[str, Mapping[str, Key]]:
+    if problem not in _PROBLEM_SCHEMAS:
         raise SpecError(
             f"{source}: key 'problem': unknown problem {problem!r} "
-            f"(known: {', '.join(sorted(REGISTRY))})"
+            f"(known: {', '.join(sorted(_PROBLEM_SCHEMAS))})"
         )
-    return {**COMMON_SCHEMA, **REGISTRY[problem].SCHEMA}
+    return {**COMMON_SCHEMA, **_PROBLEM_SCHEMAS[problem]}
 
 
 def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Spec:
@@ -315,7 +286,7 @@ def bundled_specs() -> dict[str, Path]:
     return found
 
 
-def load_spec(name_or_path: str | Path) -> Spec:
+def load_spec(name_or_path: str | Path | Spec) -> Spec:
     """Load and validate a spec given by bundled name (``"heat1d"``) or by path."""
     if isinstance(name_or_path, Spec):
         return name_or_path

@@ -12,6 +12,11 @@ import argparse
 import importlib
 import sys
 
+import jax
+
+from ._errors import InvphysError
+from ._version import __version__
+
 COMMANDS = ("simulate", "solve", "train", "reproduce", "bench")
 
 
@@ -35,16 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import jax
-
     jax.config.update("jax_enable_x64", True)
-    from ._errors import InvphysError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__
-
         print(__version__)
         return 0
     if not args.command:

@@ -22,9 +22,11 @@ from invphys.learn import (
     deblur_data,
     load_deceptronnet,
     load_net_checkpoint,
+    make_optimizer,
     train_deceptronnet,
 )
-from invphys.learn._train_net import compiled_step, init_net, predict
+from invphys.learn._train_net import DeceptronNetTask, init_net, predict
+from invphys.learn._trainer import compiled
 from invphys.learn.deceptronnet import deceptronnet_loss
 from invphys.physics import deblur2d
 
@@ -85,16 +87,20 @@ def test_data_is_seeded_and_under_the_true_kernel(spec, data):
 # ------------------------------------------------------------------ training
 def test_a_few_steps_lower_the_loss(spec, data, op):
     cfg = NetTrainConfig.from_spec(spec)
-    optimizer, step, _ = compiled_step(cfg)  # the step every run below reuses
+    optimizer = make_optimizer("adam", lr=cfg.lr)
+    # the trainer's compiled steps, on one batch of 8 repeated 5 times
+    steps_fn = compiled(DeceptronNetTask.from_config(cfg, op), optimizer)[2]
     model = init_net(cfg, op)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    x, y, s = (jnp.asarray(a[:8], jnp.float32) for a in (data.x_train, data.y_train,
-                                                         data.s_train))
+    arrays = {k: jnp.asarray(getattr(data, k)[:8], jnp.float32)
+              for k in ("x_train", "y_train", "s_train")}
+    x, y, s = arrays["x_train"], arrays["y_train"], arrays["s_train"]
     loss = eqx.filter_jit(deceptronnet_loss)
     before = float(loss(model, x, y, s))
-    for _ in range(5):
-        model, opt_state, _ = step(model, opt_state, x, y, s)
+    idx = jnp.tile(jnp.arange(8)[None], (5, 1))
+    model, opt_state, aux = steps_fn(model, opt_state, arrays, None, jnp.int32(0), idx, 0)
     after = float(loss(model, x, y, s))
+    np.testing.assert_allclose(aux["loss"][0], before, rtol=1e-5)  # float32
     assert np.isfinite(after) and after < before
 
 

@@ -81,7 +81,7 @@ def test_bundled_specs_train_sections():
 
 
 def test_jcp_trigger_and_schedule():
-    from invphys.learn._train import jcp_gate
+    from invphys.learn._train import jcp_gate, jcp_weight_at
 
     cfg = TrainConfig()
     assert not jcp_gate(cfg, 11, False, 0.01)  # too early
@@ -89,7 +89,7 @@ def test_jcp_trigger_and_schedule():
     assert jcp_gate(cfg, 12, False, 0.06) and jcp_gate(cfg, 40, True, 5.0)  # sticky
     assert not jcp_gate(cfg.replace(jcp=False), 40, True, 0.0)
 
-    w = lambda ep, on=True: float(cfg.jcp_weight_at(ep, on))
+    w = lambda ep, on=True: float(jcp_weight_at(cfg, ep, on))
     assert w(30, on=False) == 0.0
     assert w(12) == pytest.approx(0.2e-3)
     assert w(30) == pytest.approx(1e-3 * (0.2 + 0.8 * 0.5))
@@ -245,7 +245,7 @@ def test_same_seed_bit_identical(data, linear_run):
     again = train_deceptron(data, SMALL)
     assert_identical(again.model, linear_run[0].model)
     # the seed drives the MLP initialisation (and every shuffle and probe)
-    from invphys.learn._train import init_model
+    from invphys.learn._deceptron import init_model
 
     a, b = (init_model(SMALL_MLP.replace(seed=s), data.x_train, data.y_train) for s in (0, 1))
     assert not np.array_equal(leaves(a)[0], leaves(b)[0])
@@ -451,7 +451,7 @@ def test_shipped_heat_model_meets_paper_targets():
     ck = _shipped("heat1d-linear")
     m = ck.metrics
     assert isinstance(ck.model, Deceptron) and ck.card["problem"] == "heat1d"
-    assert ck.card["config"] == TrainConfig.from_spec(invphys.load_spec("heat1d")).to_dict()
+    assert ck.config == TrainConfig.from_spec(invphys.load_spec("heat1d"))
     assert m["val_mse"] < 0.07 and m["jcp_on"] and m["jcp_trigger_epoch"] == 12
     assert m["vw_i_fro"] < 0.25 and 100 < m["cond_w"] < 1000 and m["rjcp"] < 0.1
     assert ck.card["training_time_s"] > 0

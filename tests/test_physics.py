@@ -226,3 +226,22 @@ def test_heat_forward_module_is_hashable_static():
     b = Heat1D(n=8, fidelity="paper", steps=3, s=0.45, kappa=1.0, T=1.0, solver="tsit5",
                rtol=1e-8, atol=1e-8, max_steps=16)
     assert hash(jax.tree_util.tree_structure(a)) == hash(jax.tree_util.tree_structure(b))
+
+
+# ------------------------------------------------------------ identifiable combinations
+def test_oscillator_identifiable_combinations():
+    from invphys.physics import REGISTRY, oscillator
+
+    p = problem("oscillator")
+    assert p.identifiable is oscillator.identifiable
+    assert REGISTRY["oscillator"].identifiable is oscillator.identifiable
+    assert problem("heat1d").identifiable is None
+    theta = np.array([[2.0, 1.0, 8.0, 0.5, -0.2]])
+    q, names = p.identifiable(theta)
+    assert names == ("c/m", "k/m", "x0", "v0")
+    np.testing.assert_array_equal(q, [[0.5, 4.0, 0.5, -0.2]])
+    # scaling (m, c, k) together leaves x(t) and the identifiable values unchanged
+    scaled = theta * np.array([3.0, 3.0, 3.0, 1.0, 1.0])
+    np.testing.assert_allclose(p.identifiable(scaled)[0], q, rtol=1e-15)
+    np.testing.assert_allclose(p.forward(jnp.asarray(scaled[0])),
+                               p.forward(jnp.asarray(theta[0])), rtol=1e-9, atol=1e-12)

@@ -1,29 +1,35 @@
 """``invphys reproduce``'s building blocks at small sizes: the signal-subspace filter,
-the tabulated linear simulator, the JCP ablation and the difficulty sweep."""
+the tabulated linear simulator, the JCP ablation and the difficulty sweep; the paper
+registry and dispatcher, the shared report writer, the model resolver and the timing
+helper."""
 
 import dataclasses
+import json
+import sys
+import types
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from invphys import load_problem, make_dataset
+from invphys import InputFileError, InvphysError, load_problem, make_dataset
 from invphys._spec import load_spec
-from invphys.experiments import report
-from invphys.experiments.reproduce import (
+from invphys.experiments import papers, report
+from invphys.experiments.deceptron import figures as F
+from invphys.experiments.deceptron import tables as T
+from invphys.experiments.deceptron.ablation import ablation, ablation_config
+from invphys.experiments.deceptron.beyond import signal_basis, tabulated_linear
+from invphys.experiments.deceptron.common import (
     ABLATION,
     Settings,
-    _solve_untimed,
-    ablation,
-    ablation_config,
-    difficulty_sweep,
-    get_model,
     load_problem_paper,
-    paper_methods,
-    paper_setup,
-    signal_basis,
-    tabulated_linear,
+    solve_untimed,
 )
+from invphys.experiments.deceptron.paper_mode import paper_methods, paper_setup
+from invphys.experiments.deceptron.run import to_report
+from invphys.experiments.deceptron.sweep import difficulty_sweep
+from invphys.experiments.models import ModelStore, resolve_models_dir
+from invphys.experiments.timing import time_call
 from invphys.learn import TrainConfig
 
 
@@ -73,7 +79,7 @@ def _paper_run(spec, dataset, ck):
     """x-GD, D-IPG and GN on the main table's 40 problems, untimed (what the sweep reuses
     at the spec's own number of steps)."""
     ps = paper_setup(spec, dataset, ck)
-    return {k: _solve_untimed(ps.surrogate, ps.y, ps.x0, m, ps.rules)
+    return {k: solve_untimed(ps.surrogate, ps.y, ps.x0, m, ps.rules)
             for k, m in paper_methods(ck, ps.surrogate, ("pg", "dipg", "gn")).items()}
 
 
@@ -84,8 +90,9 @@ def shipped_heat(tmp_path_factory):
     dataset = make_dataset(load_problem_paper(spec))
     cfg = TrainConfig.from_spec(spec)
     out = tmp_path_factory.mktemp("rep")
-    ck, how = get_model(spec, dataset, cfg, "heat1d-linear", out, progress=False)
-    return spec, dataset, cfg, ck, how, out
+    store = ModelStore(resolve_models_dir(), out)
+    ck, how = store.deceptron(spec, dataset, cfg, "heat1d-linear")
+    return spec, dataset, cfg, ck, how, store
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +104,17 @@ def tiny_heat(tmp_path_factory):
     dataset = make_dataset(load_problem_paper(spec))
     cfg = TrainConfig.from_spec(spec)
     out = tmp_path_factory.mktemp("tiny")
-    ck, how = get_model(spec, dataset, cfg, "tiny-linear", out, progress=False)
+    store = ModelStore(resolve_models_dir(), out)
+    ck, how = store.deceptron(spec, dataset, cfg, "tiny-linear")
     assert how.startswith("trained")
-    return spec, dataset, cfg, ck, how, out
+    return spec, dataset, cfg, ck, how, store
 
 
 def _check_ablation(run, labels, name):
-    spec, dataset, cfg, ck, _, out = run
+    spec, dataset, cfg, ck, _, store = run
+    out = store.out
     settings = dataclasses.replace(Settings(), ablation=labels)
-    rows = ablation(spec, dataset, cfg, ck, out, settings, log=lambda m: None,
-                    progress=False, name=name)
+    rows = ablation(spec, dataset, cfg, ck, store, settings, log=lambda m: None, name=name)
     assert list(rows) == list(labels)
     assert rows["+JCP"]["source"] == "the paper model"
     assert rows["-JCP"]["jcp_on"] is False
@@ -118,20 +126,20 @@ def _check_ablation(run, labels, name):
         d = r["dipg"]
         assert d["n"] == 40 and 0 <= d["success"] <= 1
         assert 0 <= d["iterations_mean"] <= spec["solve"]["max_iter"]
-    table = report.ablation_table(rows)
+    table = T.ablation_table(rows)
     assert len(table) == len(labels) + 1 and len({len(r) for r in table}) == 1
     assert table[1][-1] == "2.6 / 0.007 / 0.62 / 0.043"  # the paper's +JCP row
-    assert report._ablation_figure(rows, out) == "ablation.png"
+    assert F._ablation_figure(rows, out) == "ablation.png"
     assert (out / "ablation.png").stat().st_size > 1000
     return rows
 
 
 def _check_sweep(run, name):
-    spec, dataset, cfg, ck, _, out = run
+    spec, dataset, cfg, ck, _, store = run
     paper = _paper_run(spec, dataset, ck)
     settings = dataclasses.replace(Settings(), sweep_steps=(100, 200))
-    rows = difficulty_sweep(spec, {"paper": paper, "ck": ck, "cfg": cfg}, settings, out,
-                            log=lambda m: None, progress=False)
+    rows = difficulty_sweep(spec, {"paper": paper, "ck": ck, "cfg": cfg}, settings, store,
+                            log=lambda m: None)
     assert list(rows) == ["100", "200"]
     assert rows["200"]["source"] == "the paper model"  # T = 200 reuses the main run
     assert rows["200"]["pg"]["iterations_mean"] == paper["pg"]["iterations_mean"]
@@ -139,7 +147,7 @@ def _check_sweep(run, name):
         assert r["ratio_pg_dipg"] == pytest.approx(
             r["pg"]["iterations_mean"] / r["dipg"]["iterations_mean"])
         assert all(0 <= r[m]["success"] <= 1 for m in ("pg", "dipg", "gn"))
-    table = report.sweep_table(rows)
+    table = T.sweep_table(rows)
     assert [r[0] for r in table[1:]] == ["100", "200"]
     assert table[1][-1] == "109.2 vs 17.4"
     return rows
@@ -160,7 +168,7 @@ def test_sweep_with_shipped_models(shipped_heat):
 @pytest.mark.slow
 def test_ablation_and_sweep_train_what_is_missing(tiny_heat):
     """The training path: variants and sweep models not shipped are trained into out/."""
-    out = tiny_heat[-1]
+    out = tiny_heat[-1].out
     rows = _check_ablation(tiny_heat, ("+JCP", "-JCP", "V = W^T"), "tiny-linear")
     assert rows["V = W^T"]["source"].startswith("trained")
     assert (out / "models" / "tiny-linear-tiev" / "card.json").is_file()
@@ -223,21 +231,165 @@ def test_report_writes_every_table_and_the_readme(tmp_path):
     }
     out = tmp_path / "docs"
     out.mkdir()
-    report.write_all(results, out)
+    rep = to_report(results)
+    report.write(rep, out)
     for name in ("main_table", "beyond_table", "timing_table", "ablation_table",
                  "sweep_table", "deblur_table"):
         assert (out / f"{name}.csv").is_file()
     for fig in ("ablation.png", "heat_sweep.png", "heat_recovery.png"):
         assert (out / fig).stat().st_size > 1000
-    pub = report.public(results)
+    pub = T.public(results)
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(pub))
     assert set(pub["ablation"]["variants"]) == {"+JCP", "-JCP"}
     assert "_iters" not in pub["sweep"]["steps"]["100"]["pg"]
     assert pub["deblur2d"] == {"x_rmse": 0.1}
     assert pub["heat1d"]["beyond"]["simulator"]["signal_dims"] == 5
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
-    report.update_readme(results, out, readme)
+    cmd = papers.command_line("deceptron", True, out, readme)
+    report.update_readme(readme, {"deceptron": report.readme_section(rep, out, readme, cmd)},
+                         "deceptron")
     text = readme.read_text()
     assert "old" not in text and text.endswith("tail\n")
-    for piece in ("JCP ablation", "Difficulty sweep", "**2D**", "tabulated", "heat_sweep.png"):
+    for piece in ("JCP ablation", "Difficulty sweep", "**2D**", "tabulated", "heat_sweep.png",
+                  "Generated by `invphys reproduce --quick --out docs --readme README.md` on "
+                  "cpu (1 s wall). Beyond-paper mode used 40 heat1d, 40 oscillator test"):
         assert piece in text
+
+
+# ------------------------------------------------------- registry and dispatcher
+def _toy_module(monkeypatch, name="toy", needs_models=False):
+    """A paper module registered under ``name`` (what a new paper adds: a module with
+    ``PAPER`` and one line in ``papers.PAPERS``)."""
+    def run(ctx):
+        (ctx.out / "curve.png").write_bytes(b"png")
+        return report.Report(tables={"main_table": [["a", "b"], ["1", f"{np.nan}"]]},
+                             public={"x": float("nan"), "n": np.int64(3)},
+                             figures={"curve": np.arange(3)}, readme="**Toy**\n",
+                             note="Toy note.", images=("curve.png", "missing.png"),
+                             device="cpu", wall_s=2.0, quick=ctx.quick)
+
+    mod = types.ModuleType(f"toy_paper_{name}")
+    mod.PAPER = papers.Paper(name, "a toy paper", run, parts=("p1", "p2"),
+                             needs_models=needs_models)
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(papers.PAPERS, name, mod.__name__)
+    return mod
+
+
+def test_dispatcher_runs_a_registered_paper(monkeypatch, tmp_path):
+    _toy_module(monkeypatch)
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- results:toy:start -->\nold\n<!-- results:toy:end -->\nb\n")
+    out = tmp_path / "res"
+    reports = papers.reproduce("toy", out, quick=True, readme=readme, progress=False)
+    assert list(reports) == ["toy"]
+    assert (out / "main_table.csv").read_text().splitlines() == ["a,b", "1,nan"]
+    assert "### main table" in (out / "tables.md").read_text()
+    # strict JSON: NaN -> null, NumPy -> Python
+    assert json.loads((out / "results.json").read_text()) == {"x": None, "n": 3}
+    assert json.loads((out / "figures.json").read_text()) == {"curve": [0, 1, 2]}
+    text = readme.read_text()
+    assert text.startswith("a\n<!-- results:toy:start -->\nGenerated by `invphys reproduce "
+                           "--paper toy --quick --out res --readme README.md` on cpu (2 s "
+                           "wall). Toy note.\n\n**Toy**\n\n![curve](res/curve.png)\n")
+    assert "missing" not in text and text.endswith("<!-- results:toy:end -->\nb\n")
+
+
+def test_dispatcher_all_and_errors(monkeypatch, tmp_path):
+    _toy_module(monkeypatch)
+    assert papers.names()[0] == papers.DEFAULT and "toy" in papers.names()
+    with pytest.raises(InvphysError, match="unknown paper 'nope'"):
+        papers.reproduce("nope", tmp_path)
+    with pytest.raises(InvphysError, match="no part p3"):
+        papers.reproduce("toy", tmp_path, parts=["p3"])
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    with pytest.raises(InputFileError, match="results:toy:start"):  # before anything runs
+        papers.reproduce("toy", tmp_path / "o", readme=readme)
+    assert not (tmp_path / "o").exists()
+    # --paper all: each paper in OUT/NAME (here: only the toy, the others stubbed)
+    monkeypatch.setattr(papers, "names", lambda: ["toy"])
+    papers.reproduce(papers.ALL, tmp_path / "all", progress=False)
+    assert (tmp_path / "all" / "toy" / "results.json").is_file()
+
+
+def test_models_folder_is_explicit(monkeypatch, tmp_path):
+    from invphys.experiments import models as M
+
+    assert resolve_models_dir(tmp_path) == tmp_path.resolve()
+    with pytest.raises(InputFileError, match="--models"):
+        resolve_models_dir(tmp_path / "nope")
+    # an installed wheel run outside a checkout: no default, one line naming --models
+    monkeypatch.setattr(M, "_checkout_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputFileError, match="pass --models DIR") as e:
+        resolve_models_dir()
+    assert "\n" not in str(e.value)
+    (tmp_path / "models").mkdir()
+    assert resolve_models_dir() == (tmp_path / "models").resolve()  # run from a checkout
+
+
+def test_cli_without_models_is_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    from invphys.cli import main
+    from invphys.experiments import models as M
+
+    monkeypatch.setattr(M, "_checkout_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--models" in err
+    with pytest.raises(SystemExit):  # argparse: not a registered paper
+        main(["reproduce", "--quick", "--paper", "nope"])
+
+
+def test_get_or_train_prefers_shipped_then_out_then_trains(tmp_path):
+    from invphys.experiments.models import get_or_train
+
+    models, out = tmp_path / "models", tmp_path / "out"
+    (models / "a").mkdir(parents=True)
+    (out / "models" / "b").mkdir(parents=True)
+    trained = []
+
+    def load(folder):
+        if not folder.is_dir():
+            raise InputFileError(str(folder))
+        return folder
+
+    def train(folder):
+        trained.append(folder)
+        return folder
+
+    assert get_or_train("a", load=load, train=train, models=models, out=out)[1] == \
+        "loaded models/a"
+    assert get_or_train("b", load=load, train=train, models=models, out=out)[0] == \
+        out / "models" / "b"
+    ck, how = get_or_train("c", load=load, train=train, models=models, out=out)
+    assert trained == [out / "models" / "c"] and how.startswith("trained c (")
+
+
+def test_time_call_compile_apart_best_of_k():
+    import jax
+
+    f = jax.jit(lambda x: (x @ x).sum())
+    x = jnp.ones((64, 64))
+    t = time_call(f, x, repeats=4)
+    assert len(t.runs) == 4 and t.run_s == min(t.runs) <= t.median_s
+    assert t.compile_s >= 0 and t.first_s >= t.run_s and float(t.output) == 64.0**3
+    a = time_call(lambda x: x * 2, x, repeats=2, aot=True)
+    assert a.compiled is not None and a.compile_s > 0 and len(a.runs) == 2
+    once = time_call(a.compiled, x, repeats=3, warmup=False, budget_s=0.0)
+    assert once.compile_s == 0 and len(once.runs) == 1 and once.first_s is None
+
+
+def test_deblur_needs_x64_from_the_entry_point(monkeypatch):
+    """The library never switches x64 on; without it the float64 baselines refuse."""
+    import jax
+
+    from invphys.experiments.deblur import require_x64
+
+    require_x64(jnp.float64)  # the tests' entry point (conftest) switched it on
+    monkeypatch.setattr(jax.config, "read", lambda name: False)
+    with pytest.raises(InvphysError, match="jax_enable_x64"):
+        require_x64(jnp.float64)
+    require_x64(jnp.float32)

@@ -128,6 +128,21 @@ def test_batched_equals_per_problem(method):
         assert int(batch.steps[i]) == int(one.steps)
 
 
+def test_public_traceable_core_is_the_solve_loop():
+    """invphys.solve.solve_one (one problem, no checks) under the caller's own jit and
+    vmap gives what invphys.solve gives."""
+    from invphys.solve import GaussNewton, solve_one
+
+    p, A, _ = linear_problem(4, bounded=True)
+    ys = jnp.stack([A @ jnp.full(5, 0.1 * i) + 0.3 for i in range(3)])
+    rules = Rules(max_iter=20)
+    one = jax.jit(jax.vmap(lambda y: solve_one(p.fn, p, GaussNewton(), rules, y,
+                                               jnp.zeros(5))))(ys)
+    ref = invphys.solve(p, ys, jnp.zeros(5), method=GaussNewton(), rules=rules)
+    np.testing.assert_array_equal(one.x, ref.x)
+    np.testing.assert_array_equal(one.steps, ref.steps)
+
+
 @pytest.mark.parametrize("method", ["pg", "gn", "lm"])
 def test_compacted_batch_equals_one_loop_batch(method):
     """Gathering the members still running into smaller batches between rounds changes

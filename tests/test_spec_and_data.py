@@ -124,3 +124,29 @@ def test_normaliser_never_divides_by_zero():
     assert bool(jnp.all(jnp.isfinite(n.transform(y))))
     assert not bool(n.signal[0]) and bool(n.signal[1])
     np.testing.assert_allclose(n.inverse(n.transform(y)), y, rtol=1e-14, atol=1e-13)
+
+
+# ------------------------------------------------------------ the physics registry
+def test_registry_holds_the_simulators_and_validates_their_specs():
+    from invphys.physics import REGISTRY, load_problem
+
+    assert {"heat1d", "oscillator", "deblur2d"} <= set(REGISTRY)
+    assert invphys.load_problem is load_problem
+    with pytest.raises(SpecError, match="unknown problem 'nope'"):
+        invphys._spec.spec_from_dict({"problem": "nope"})
+
+
+def test_a_registered_problem_is_a_valid_spec(monkeypatch):
+    from invphys import _spec
+    from invphys.physics import REGISTRY, register
+
+    for table in (REGISTRY, _spec._PROBLEM_SCHEMAS):  # undone after the test
+        monkeypatch.setitem(table, "toy", None)
+    schema = {"physics": {"n": _spec.Key(int, default=3, check=_spec.positive)}}
+    register("toy", schema, lambda s: invphys.Problem(
+        lambda x: 2 * x, x_size=s["physics"]["n"], name=s.name, spec=s))
+    p = invphys.load_problem(_spec.spec_from_dict({"problem": "toy", "noise": {"std": 0.0}}),
+                             {"physics.n": 4})
+    assert p.x_size == 4 and p.identifiable is None
+    with pytest.raises(SpecError, match="physics.n"):
+        _spec.spec_from_dict({"problem": "toy", "noise": {"std": 0.0}, "physics": {"n": 0}})

@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._errors import ShapeError
+from .._io import load_npy, save_figure, save_npy
+from ..experiments.plots import plot_observations
+from ..physics import load_problem
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,15 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import equinox as eqx
-    import jax
-    import jax.numpy as jnp
-
-    from .. import load_problem
-    from .._errors import ShapeError
-    from .._io import load_npy, save_figure, save_npy
-    from ..experiments.plots import plot_observations
-
     overrides = {"physics.fidelity": args.fidelity} if args.fidelity else None
     problem = load_problem(args.spec, overrides)
     kx, kn = jax.random.split(jax.random.key(args.seed))

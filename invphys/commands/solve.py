@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+
+import jax
+import numpy as np
+
+from .._data import normalise_obs, normalised_problem, spec_normaliser
+from .._errors import InputFileError, ShapeError
+from .._io import load_npy, save_figure, save_json, save_npy
+from ..experiments.plots import plot_convergence
+from ..learn import load_checkpoint
+from ..physics import load_problem
+from ..solve import DIPG, Rules, result_names, solve
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,18 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    import jax
-    import numpy as np
-
-    from .. import DIPG, Rules, load_problem, solve
-    from .._errors import InputFileError, ShapeError
-    from .._io import load_npy, save_figure, save_json, save_npy
-    from ..experiments._space import normalise_obs, normalised_problem, spec_normaliser
-    from ..experiments.plots import plot_convergence
-    from ..solve._rules import result_names
-
     overrides = {"physics.fidelity": args.fidelity} if args.fidelity else None
     problem = load_problem(args.spec, overrides)
     m = problem.y_shape()[0]
@@ -57,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "dipg" or args.objective == "surrogate":
         if args.model is None:
             raise InputFileError("--model CKPT is needed for dipg and the surrogate objective")
-        from ..learn import load_checkpoint
-
         ckpt = load_checkpoint(args.model, problem)
         model, normaliser = ckpt.model, ckpt.normaliser
         form = args.form or ("paper" if args.objective == "surrogate" else "local")

@@ -6,6 +6,11 @@ import argparse
 import tomllib
 from pathlib import Path
 
+from .._configs import OPTIMIZER_NAMES
+from .._errors import SpecError
+from .._spec import load_spec
+from ..learn import train_from_spec, train_net_from_spec
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder")
     p.add_argument("--model", choices=("linear", "mlp"), help="override train.model")
     p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--optimizer", choices=OPTIMIZER_NAMES,
+                   help="override train.optimizer (adam: the protocol; gn, gn-layerwise, "
+                   "sgn: the Gauss-Newton family of invphys.optim)")
     p.add_argument("--no-jcp", action="store_true",
                    help="train without the Jacobian Composition Penalty (ablation)")
     p.add_argument("--tie-v", action="store_true", help="tie V = W^T (affine model ablation)")
@@ -37,8 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def parse_set(items: list[str]) -> dict:
     """``["train.lr=1e-3", "train.model=mlp"]`` -> ``{"train.lr": 0.001, ...}``."""
-    from .._errors import SpecError
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -53,9 +59,6 @@ def parse_set(items: list[str]) -> dict:
 
 def build_spec(args: argparse.Namespace):
     """The spec with the command line's overrides applied (and validated)."""
-    from .._errors import SpecError
-    from .._spec import load_spec
-
     overrides = parse_set(args.set)
     if args.model:
         overrides["train.model"] = args.model
@@ -63,6 +66,8 @@ def build_spec(args: argparse.Namespace):
         overrides["train.epochs"] = args.epochs
     if args.seed is not None:
         overrides["train.seed"] = args.seed
+    if args.optimizer:
+        overrides["train.optimizer"] = args.optimizer
     if args.no_jcp:
         overrides["train.jcp"] = False
     if args.tie_v:
@@ -74,8 +79,6 @@ def build_spec(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..learn import train_from_spec
-
     spec = build_spec(args)
     if spec.problem == "deblur2d":
         return run_deceptronnet(spec, args)
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if "g_median_rel_err_max" in m:
         parts.append(f"g median rel. err. (identifiable) <= {m['g_median_rel_err_max']:.3g}")
     parts.append(f"JCP {'on from epoch ' + str(m['jcp_trigger_epoch']) if m['jcp_on'] else 'off'}")
-    print(f"trained {card['model']['class']} on {card['problem']} "
+    print(f"trained {card['model']['class']} on {card['problem']} with "
+          f"{card['config']['optimizer']} "
           f"({card['epochs_completed']} epochs, {card['training_time_s']:.1f} s): "
           + ", ".join(parts) + f" -> {args.out}/")
     return 0
@@ -96,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_deceptronnet(spec, args: argparse.Namespace) -> int:
     """A deblur2d spec trains DeceptronNet v0 (same checkpoint, card and resume rules)."""
-    from ..learn import train_net_from_spec
-
     ckpt = train_net_from_spec(spec, out=args.out, resume=args.resume, overwrite=args.force,
                                progress=not args.quiet)
     m, card = ckpt.metrics, ckpt.card

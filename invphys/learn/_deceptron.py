@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-ACTIVATIONS = ("identity", "leaky_relu")
+from .._configs import ACTIVATIONS, TrainConfig
+
 MLP_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "silu": jax.nn.silu,
     "tanh": jnp.tanh,
@@ -54,6 +55,20 @@ class AbstractDeceptron(eqx.Module):
     @abc.abstractmethod
     def y_size(self) -> int:
         """Length m of y (and z)."""
+
+    def structure_residuals(self) -> dict[str, tuple[Array, ...]]:
+        """Residuals of the structural penalties, by loss term: each term is the sum of
+        ``mean(r**2)`` over its residuals. None for a model without W and V."""
+        return {}
+
+    def affine(self) -> tuple[Array, Array, bool] | None:
+        """``(W, V, s is linear)`` for a model with a forward and an inverse matrix, else
+        None (the card's ||V W - I||_F and cond(W) need them)."""
+        return None
+
+    def info(self) -> dict[str, object]:
+        """The card's description of the architecture (class, sizes, settings)."""
+        return {"class": type(self).__name__, "x_size": self.x_size, "y_size": self.y_size}
 
     def __call__(self, x: Float[Array, " n"]) -> Float[Array, " m"]:
         return self.f(x)
@@ -189,6 +204,24 @@ class Deceptron(AbstractDeceptron):
     def g(self, z):
         return self._s_inv(self.inverse_matrix @ z + self.c)
 
+    def structure_residuals(self) -> dict[str, tuple[Array, ...]]:
+        """spectral: W^T W - I; bias: b + c (soft tie b = -c; b and c themselves when
+        their sizes differ); comp: V W - I."""
+        W, b, c = self.W, self.b, self.c
+        eye = jnp.eye(W.shape[1], dtype=W.dtype)
+        return {
+            "spectral": (W.T @ W - eye,),
+            "bias": (b - (-c),) if b.shape == c.shape else (b, c),
+            "comp": (self.inverse_matrix @ W - eye,),
+        }
+
+    def affine(self) -> tuple[Array, Array, bool] | None:
+        return self.W, self.inverse_matrix, self.activation == "identity"
+
+    def info(self) -> dict[str, object]:
+        return {**super().info(), "activation": self.activation, "slope": self.slope,
+                "tie_v": self.tie_v}
+
 
 class MLPDeceptron(AbstractDeceptron):
     """An MLP Deceptron: f and g are independent MLPs (``depth`` hidden layers of ``width``).
@@ -261,6 +294,10 @@ class MLPDeceptron(AbstractDeceptron):
     def y_size(self) -> int:
         return self.f_net.out_size
 
+    def info(self) -> dict[str, object]:
+        return {**super().info(), "width": self.width, "depth": self.depth,
+                "activation": self.activation}
+
     def f(self, x):
         mean, scale = jax.lax.stop_gradient((self.x_mean, self.x_scale))
         return self.f_net((x - mean) / scale)
@@ -268,3 +305,31 @@ class MLPDeceptron(AbstractDeceptron):
     def g(self, z):
         mean, scale = jax.lax.stop_gradient((self.x_mean, self.x_scale))
         return self.g_net(z) * scale + mean
+
+
+def _dtype(cfg: TrainConfig):
+    return jnp.float64 if cfg.dtype == "float64" else jnp.float32
+
+
+def init_model(cfg: TrainConfig, x_train: Array, z_train: Array) -> AbstractDeceptron:
+    """The protocol's initial model: ridge for the affine Deceptron, seeded init for the MLP
+    (key: the first half of ``split(key(seed))``)."""
+    n, m = x_train.shape[1], z_train.shape[1]
+    if cfg.model == "linear":
+        return Deceptron.ridge(x_train, z_train, cfg.ridge_lambda, activation=cfg.activation,
+                               slope=cfg.leaky_slope, tie_v=cfg.tie_v, dtype=_dtype(cfg))
+    mean, scale = MLPDeceptron.x_stats(x_train)
+    return MLPDeceptron(n, m, cfg.width, cfg.depth, cfg.mlp_activation,
+                        key=jax.random.split(jax.random.key(cfg.seed))[0],
+                        x_mean=mean, x_scale=scale, dtype=_dtype(cfg))
+
+
+def skeleton_model(cfg: TrainConfig, x_size: int, y_size: int) -> AbstractDeceptron:
+    """A model of the right structure, shapes and dtypes (no data; for loading weights).
+
+    Wrap in ``eqx.filter_eval_shape`` to get the structure without allocating."""
+    if cfg.model == "linear":
+        return Deceptron.zeros(x_size, y_size, activation=cfg.activation,
+                               slope=cfg.leaky_slope, tie_v=cfg.tie_v, dtype=_dtype(cfg))
+    return MLPDeceptron(x_size, y_size, cfg.width, cfg.depth, cfg.mlp_activation,
+                        key=jax.random.key(0), dtype=_dtype(cfg))

@@ -20,14 +20,16 @@ through VJPs of those JVPs. RJCP, the diagnostic, is the same estimator.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._configs import PROBES
 from ._deceptron import AbstractDeceptron, Deceptron
 
-PROBES = ("gaussian", "rademacher")
 TERMS = ("fit", "rec", "cyc", "spectral", "bias", "comp", "sup", "jcp")
 
 
@@ -46,23 +48,6 @@ class LossWeights:
 
 def _mse(a: Array, b: Array) -> Array:
     return jnp.mean((a - b) ** 2)
-
-
-def spectral_penalty(W: Float[Array, "m n"]) -> Array:
-    """mean((W^T W - I)^2)."""
-    return jnp.mean((W.T @ W - jnp.eye(W.shape[1], dtype=W.dtype)) ** 2)
-
-
-def bias_tie_penalty(b: Float[Array, " m"], c: Float[Array, " n"]) -> Array:
-    """MSE(b, -c) when the dimensions agree, else mean(b^2) + mean(c^2)."""
-    if b.shape == c.shape:
-        return _mse(b, -c)
-    return jnp.mean(b**2) + jnp.mean(c**2)
-
-
-def composition_penalty(V: Float[Array, "n m"], W: Float[Array, "m n"]) -> Array:
-    """mean((V W - I)^2)."""
-    return jnp.mean((V @ W - jnp.eye(W.shape[1], dtype=W.dtype)) ** 2)
 
 
 def composition_error(model: Deceptron) -> Array:
@@ -131,6 +116,72 @@ def jcp_exact(model: AbstractDeceptron, x: Float[Array, "B n"]) -> Array:
     return jnp.mean(jax.vmap(one)(x))
 
 
+def jcp_residuals(model: AbstractDeceptron, x: Float[Array, "B n"],
+                  xi: Float[Array, "B P n"]) -> Float[Array, "B P n"]:
+    """J_g(f(x)) J_f(x) xi - xi for each sample and probe (two JVPs each): the residuals
+    whose mean squared norm is the JCP estimate."""
+
+    def one(xx, p):
+        y, v = jax.jvp(model.f, (xx,), (p,))
+        _, u = jax.jvp(model.g, (y,), (v,))
+        return u - p
+
+    return jax.vmap(lambda xx, pp: jax.vmap(lambda p: one(xx, p))(pp))(x, xi)
+
+
+def deceptron_outputs(
+    model: AbstractDeceptron,
+    x: Float[Array, "B n"],
+    z: Float[Array, "B m"],
+    xi: Float[Array, "B P n"] | None = None,
+    *,
+    with_jcp: bool | Array = True,
+) -> dict[str, object]:
+    """Everything the loss reads from the model on a batch: ``f(x)``, ``g(f(x))``,
+    ``g(z)``, ``f(g(z))``, the structural residuals and the JCP residuals. The loss is a
+    weighted sum of mean squares of these (:func:`terms_from_outputs`), so it is convex
+    in them: the model-to-outputs map is what a Gauss-Newton optimizer linearises.
+
+    ``with_jcp`` may be a traced boolean: the JCP residuals are then computed only when
+    it is true (``lax.cond``), and are 0 otherwise.
+    """
+    f, g = jax.vmap(model.f), jax.vmap(model.g)
+    fx = f(x)
+    gz = g(z)
+    out: dict[str, object] = {"fx": fx, "gfx": g(fx), "gz": gz, "fgz": f(gz),
+                              "structure": model.structure_residuals(), "jcp": None}
+    if xi is not None:
+        est = lambda: jcp_residuals(model, x, xi).astype(fx.dtype)  # noqa: E731
+        zero = lambda: jnp.zeros(xi.shape, fx.dtype)  # noqa: E731
+        if isinstance(with_jcp, bool):
+            out["jcp"] = est() if with_jcp else zero()
+        else:
+            out["jcp"] = jax.lax.cond(with_jcp, est, zero)
+    return out
+
+
+def terms_from_outputs(out: dict[str, object], x: Float[Array, "B n"],
+                       z: Float[Array, "B m"]) -> dict[str, Array]:
+    """Every unweighted loss term from :func:`deceptron_outputs` (see the module docstring)."""
+    fx = out["fx"]
+    zero = jnp.zeros((), fx.dtype)
+    terms = {
+        "fit": _mse(fx, z),
+        "rec": _mse(out["gfx"], x),
+        "cyc": _mse(out["fgz"], z),
+        "spectral": zero,
+        "bias": zero,
+        "comp": zero,
+        "sup": _mse(out["gz"], x),
+        "jcp": zero,
+    }
+    for name, residuals in out["structure"].items():
+        terms[name] = functools.reduce(operator.add, [jnp.mean(r**2) for r in residuals])
+    if out["jcp"] is not None:
+        terms["jcp"] = jnp.mean(jnp.sum(out["jcp"] ** 2, axis=-1))
+    return terms
+
+
 def loss_terms(
     model: AbstractDeceptron,
     x: Float[Array, "B n"],
@@ -142,34 +193,8 @@ def loss_terms(
     """Every unweighted loss term on a batch (see the module docstring).
 
     ``xi`` are the JCP probes, P per sample (:func:`draw_probes`); without them JCP is 0.
-    ``with_jcp`` may be a traced boolean: the JCP estimate is then computed only when it
-    is true (``lax.cond``), and is 0 otherwise.
     """
-    f, g = jax.vmap(model.f), jax.vmap(model.g)
-    fx = f(x)
-    gz = g(z)
-    zero = jnp.zeros((), fx.dtype)
-    terms = {
-        "fit": _mse(fx, z),
-        "rec": _mse(g(fx), x),
-        "cyc": _mse(f(gz), z),
-        "spectral": zero,
-        "bias": zero,
-        "comp": zero,
-        "sup": _mse(gz, x),
-        "jcp": zero,
-    }
-    if isinstance(model, Deceptron):
-        terms["spectral"] = spectral_penalty(model.W)
-        terms["bias"] = bias_tie_penalty(model.b, model.c)
-        terms["comp"] = composition_penalty(model.inverse_matrix, model.W)
-    if xi is not None:
-        est = lambda: jcp_from_probes(model, x, xi).astype(fx.dtype)
-        if isinstance(with_jcp, bool):
-            terms["jcp"] = est() if with_jcp else zero
-        else:
-            terms["jcp"] = jax.lax.cond(with_jcp, est, lambda: zero)
-    return terms
+    return terms_from_outputs(deceptron_outputs(model, x, z, xi, with_jcp=with_jcp), x, z)
 
 
 def total_loss(terms: dict[str, Array], weights: LossWeights, w_jcp: float | Array) -> Array:

@@ -20,6 +20,7 @@ g is a local inverse for D-IPG steps, not a denoiser).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -28,20 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._data import Dataset
-from ._deceptron import AbstractDeceptron, Deceptron
+from ._deceptron import AbstractDeceptron
 from ._losses import as_probes, jcp_from_probes
 
+#: ``x -> (q, names)``: the quantities of x an observation identifies (or None: all of x).
+Identifiable = Callable[[np.ndarray], "tuple[np.ndarray, tuple[str, ...]] | None"]
+
 FINAL_RJCP_PROBES = 4  # the protocol's ablation table uses 4 probes
-
-
-def oscillator_identifiable(x: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(c/m, k/m, x0, v0) from theta = (m, c, k, x0, v0)."""
-    x = np.asarray(x, np.float64)
-    q = np.stack([x[:, 1] / x[:, 0], x[:, 2] / x[:, 0], x[:, 3], x[:, 4]], axis=1)
-    return q, ("c/m", "k/m", "x0", "v0")
-
-
-IDENTIFIABLE = {"oscillator": oscillator_identifiable}
 
 
 def median_rel_errors(q_true: np.ndarray, q_hat: np.ndarray, names) -> dict[str, float]:
@@ -54,14 +48,16 @@ def median_rel_errors(q_true: np.ndarray, q_hat: np.ndarray, names) -> dict[str,
     return out
 
 
-def g_accuracy(kind: str | None, x_true: np.ndarray, x_hat: np.ndarray,
+def g_accuracy(identifiable: Identifiable | None, x_true: np.ndarray, x_hat: np.ndarray,
                free: np.ndarray | None = None) -> dict[str, Any]:
-    """How well g recovers x: identifiable quantities where known, else relative L2."""
+    """How well g recovers x: the identifiable quantities when the problem names them
+    (``identifiable(x) -> (q, names)``), else the relative L2 error."""
     x_true = np.asarray(x_true, np.float64)
     x_hat = np.asarray(x_hat, np.float64)
-    if kind in IDENTIFIABLE:
-        q, names = IDENTIFIABLE[kind](x_true)
-        qh, _ = IDENTIFIABLE[kind](x_hat)
+    q_true = identifiable(x_true) if identifiable is not None else None
+    if q_true is not None:
+        q, names = q_true
+        qh, _ = identifiable(x_hat)
         errs = median_rel_errors(q, qh, names)
         return {"g_median_rel_err": errs, "g_median_rel_err_max": max(errs.values())}
     if free is not None:
@@ -87,7 +83,7 @@ def evaluate(
     *,
     seed: int = 0,
     probe: str = "gaussian",
-    kind: str | None = None,
+    identifiable: Identifiable | None = None,
     pinned: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """The card's metrics (all MSEs in normalised output space)."""
@@ -120,16 +116,24 @@ def evaluate(
     free = np.ones(n, bool)
     if pinned:
         free[np.asarray(pinned) % n] = False
-    if isinstance(model, Deceptron):
-        W = np.asarray(model.W, np.float64)
-        E = np.asarray(model.inverse_matrix, np.float64) @ W - np.eye(n)
-        out["vw_i_fro"] = float(np.linalg.norm(E))
-        out["cond_w"] = float(np.linalg.cond(W))
-        if pinned:
-            out["vw_i_fro_free"] = float(np.linalg.norm(E[np.ix_(free, free)]))
-        if model.activation == "identity":
-            out["rjcp_exact"] = float(np.sum(E**2))  # what RJCP estimates for this model
-    out.update(g_accuracy(kind, xt, np.asarray(o["gt"]), free if pinned else None))
+    out.update(affine_metrics(model, free if pinned else None))
+    out.update(g_accuracy(identifiable, xt, np.asarray(o["gt"]), free if pinned else None))
+    return out
+
+
+def affine_metrics(model: AbstractDeceptron, free: np.ndarray | None) -> dict[str, float]:
+    """For a model with W and V (the affine Deceptron): ||V W - I||_F (also on the free
+    components), cond(W), and what RJCP estimates for a linear s, ||V W - I||_F^2."""
+    maps = model.affine()
+    if maps is None:
+        return {}
+    W = np.asarray(maps[0], np.float64)
+    E = np.asarray(maps[1], np.float64) @ W - np.eye(W.shape[1])
+    out = {"vw_i_fro": float(np.linalg.norm(E)), "cond_w": float(np.linalg.cond(W))}
+    if free is not None:
+        out["vw_i_fro_free"] = float(np.linalg.norm(E[np.ix_(free, free)]))
+    if maps[2]:
+        out["rjcp_exact"] = float(np.sum(E**2))
     return out
 
 

@@ -1,11 +1,11 @@
-"""Training a Deceptron: the paper's protocol, seeded, deterministic and resumable.
+"""Training a Deceptron: the paper's protocol as a task of the one harness (:mod:`._trainer`).
 
-One epoch is one jitted function (a ``lax.scan`` over shuffled minibatches). Everything
-that changes from epoch to epoch (the epoch number, the JCP trigger flag, the last
-validation MSE, the optimiser state) is carried as arrays in a :class:`TrainState`, so
-the epoch compiles once. The randomness of epoch ``k`` (shuffle, JCP probes, RJCP probes)
-is drawn from ``fold_in(key, k)``, ``key`` fixed by the seed: a run resumed after epoch
-k replays exactly the epochs an uninterrupted run would, and ends bit-identical.
+One epoch is one jitted call (a ``lax.scan`` over shuffled minibatches). What changes
+from epoch to epoch besides the weights and the optimizer state (the JCP trigger flag,
+the last validation MSE) is carried as arrays in the state's ``extra``, so the epoch
+compiles once. The randomness of epoch ``k`` (shuffle, JCP probes, RJCP probes) is
+drawn from ``fold_in(key, k)``, ``key`` fixed by the seed: a run resumed after epoch k
+replays exactly the epochs an uninterrupted run would, and ends bit-identical.
 
 JCP schedule (protocol): w_JCP = 0 until epoch >= round(jcp_start * epochs) and the
 validation MSE (of the weights entering the epoch) is below ``jcp_trigger``; from then on
@@ -16,9 +16,6 @@ validation MSE (of the weights entering the epoch) is below ``jcp_trigger``; fro
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,138 +24,37 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jaxtyping import Array, Bool, Float, Int, PyTree
+from jaxtyping import Array, Bool, Float, Int
 
-from .._data import Dataset
-from .._errors import CheckpointError, SpecError
-from ._checkpoint import check_out_dir, finalise, load_train_state, save_train_state
-from ._deceptron import ACTIVATIONS, MLP_ACTIVATIONS, AbstractDeceptron, Deceptron, MLPDeceptron
-from ._losses import PROBES, TERMS, LossWeights, as_probes, jcp_from_probes, loss_terms, total_loss
-
-
-class SpecConfig:
-    """Shared plumbing of a frozen dataclass whose fields are the keys of a spec's
-    ``[train]`` section (TrainConfig, NetTrainConfig): unknown keys are a SpecError."""
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SpecError(f"unknown train key(s) for {cls.__name__}: {', '.join(unknown)}")
-        return cls(**dict(d))
-
-    @classmethod
-    def from_spec(cls, spec):
-        """The ``[train]`` section of a validated :class:`invphys.Spec`."""
-        return cls.from_dict(spec["train"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
+from .._configs import TrainConfig
+from .._data import Dataset, make_dataset
+from .._spec import load_spec
+from ..physics import load_problem
+from ._checkpoint import EXTRA_FILES, Checkpoint, finalise
+from ._deceptron import AbstractDeceptron, init_model, skeleton_model
+from ._losses import (
+    TERMS,
+    LossWeights,
+    as_probes,
+    deceptron_outputs,
+    jcp_from_probes,
+    terms_from_outputs,
+)
+from ._optimizers import make_optimizer
+from ._trainer import AbstractTask, TrainState, fit
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig(SpecConfig):
-    """Every training hyperparameter; the field names are the keys of a spec's ``[train]``.
+def loss_weights(cfg: TrainConfig) -> LossWeights:
+    return LossWeights(fit=cfg.w_fit, rec=cfg.w_rec, cyc=cfg.w_cyc, spectral=cfg.w_spectral,
+                       bias=cfg.w_bias, comp=cfg.w_comp, sup=cfg.w_sup)
 
-    Defaults are the paper's protocol for the affine Deceptron (Adam 5e-4, batch 128,
-    60 epochs, clip 0.5, seed 0, ridge lambda 1e-4, the protocol's loss weights, JCP
-    1e-3 with the 20%/80% trigger-and-ramp schedule, 2 Gaussian probes).
 
-    ``jcp_trigger=None`` means the protocol's threshold: 0.07 for the linear-activation
-    affine model, 0.6 for a nonlinear one (LeakyReLU or MLP). ``lr_schedule="cosine"``
-    decays the learning rate to ``lr * lr_final`` over the run. ``w_sup`` weights an
-    optional supervised inverse term MSE(g(z), x) (0 in the protocol).
-    """
-
-    model: str = "linear"
-    epochs: int = 60
-    batch_size: int = 128
-    lr: float = 5e-4
-    lr_schedule: str = "constant"
-    lr_final: float = 0.0
-    clip_norm: float = 0.5
-    seed: int = 0
-    dtype: str = "float64"
-    # affine Deceptron
-    activation: str = "identity"
-    leaky_slope: float = 0.1
-    tie_v: bool = False
-    ridge_lambda: float = 1e-4
-    # MLP Deceptron
-    width: int = 256
-    depth: int = 3
-    mlp_activation: str = "silu"
-    # loss weights
-    w_fit: float = 1.0
-    w_rec: float = 0.1
-    w_cyc: float = 0.05
-    w_spectral: float = 1e-6
-    w_bias: float = 1e-4
-    w_comp: float = 1e-3
-    w_sup: float = 0.0
-    # Jacobian Composition Penalty
-    jcp: bool = True
-    jcp_weight: float = 1e-3
-    jcp_trigger: float | None = None
-    jcp_start: float = 0.2
-    jcp_ramp_end: float = 0.8
-    jcp_probes: int = 2
-    probe: str = "gaussian"
-    rjcp_probes: int = 1
-
-    def __post_init__(self):
-        choices = {
-            "model": ("linear", "mlp"), "lr_schedule": ("constant", "cosine"),
-            "dtype": ("float64", "float32"), "activation": ACTIVATIONS,
-            "mlp_activation": tuple(MLP_ACTIVATIONS), "probe": PROBES,
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise SpecError(
-                    f"train.{key} must be one of {allowed}, got {getattr(self, key)!r}"
-                )
-        for key in ("epochs", "batch_size", "width", "depth", "jcp_probes", "rjcp_probes"):
-            if getattr(self, key) < 1:
-                raise SpecError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if not 0.0 <= self.jcp_start <= self.jcp_ramp_end <= 1.0:
-            raise SpecError("train: need 0 <= jcp_start <= jcp_ramp_end <= 1")
-
-    @property
-    def trigger(self) -> float:
-        """The validation-MSE threshold that switches JCP on."""
-        if self.jcp_trigger is not None:
-            return self.jcp_trigger
-        return 0.07 if self.model == "linear" and self.activation == "identity" else 0.6
-
-    @property
-    def start_epoch(self) -> int:
-        return int(round(self.jcp_start * self.epochs))
-
-    @property
-    def ramp_end_epoch(self) -> int:
-        return int(round(self.jcp_ramp_end * self.epochs))
-
-    @property
-    def weights(self) -> LossWeights:
-        return LossWeights(fit=self.w_fit, rec=self.w_rec, cyc=self.w_cyc,
-                           spectral=self.w_spectral, bias=self.w_bias, comp=self.w_comp,
-                           sup=self.w_sup)
-
-    @property
-    def jnp_dtype(self):
-        return jnp.float64 if self.dtype == "float64" else jnp.float32
-
-    def jcp_weight_at(self, epoch, on):
-        """The scheduled JCP weight at ``epoch`` given the (sticky) trigger flag ``on``."""
-        start, end = self.start_epoch, self.ramp_end_epoch
-        epoch = jnp.asarray(epoch).astype(float)  # the default float: float64 with x64
-        t = jnp.clip((epoch - start) / max(end - start, 1), 0.0, 1.0)
-        return jnp.where(on, self.jcp_weight * (0.2 + 0.8 * t), 0.0)
+def jcp_weight_at(cfg: TrainConfig, epoch, on):
+    """The scheduled JCP weight at ``epoch`` given the (sticky) trigger flag ``on``."""
+    start, end = cfg.start_epoch, cfg.ramp_end_epoch
+    epoch = jnp.asarray(epoch).astype(float)  # the default float: float64 with x64
+    t = jnp.clip((epoch - start) / max(end - start, 1), 0.0, 1.0)
+    return jnp.where(on, cfg.jcp_weight * (0.2 + 0.8 * t), 0.0)
 
 
 def jcp_gate(cfg: TrainConfig, epoch, was_on, last_val_mse):
@@ -172,58 +68,6 @@ def jcp_gate(cfg: TrainConfig, epoch, was_on, last_val_mse):
     )
 
 
-class TrainState(eqx.Module):
-    """Everything a training run carries from one epoch to the next.
-
-    ``epoch`` counts completed epochs; ``val_mse`` is the validation MSE of ``model``;
-    ``jcp_on`` is the sticky JCP trigger; ``elapsed_s`` the training time so far, (wall,
-    process CPU) seconds (bookkeeping only, never used by the computation).
-    """
-
-    model: AbstractDeceptron
-    opt_state: PyTree
-    epoch: Int[Array, ""]
-    jcp_on: Bool[Array, ""]
-    val_mse: Float[Array, ""]
-    elapsed_s: Float[Array, "2"]
-
-
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Gradient clipping by global norm, then Adam (constant or cosine learning rate)."""
-    lr = cfg.lr
-    if cfg.lr_schedule == "cosine":
-        lr = optax.cosine_decay_schedule(cfg.lr, cfg.epochs * steps_per_epoch,
-                                         alpha=cfg.lr_final)
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(lr))
-
-
-def _keys(cfg: TrainConfig):
-    k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
-    return k_init, k_train
-
-
-def init_model(cfg: TrainConfig, x_train: Array, z_train: Array) -> AbstractDeceptron:
-    """The protocol's initial model: ridge for the affine Deceptron, seeded init for the MLP."""
-    n, m = x_train.shape[1], z_train.shape[1]
-    if cfg.model == "linear":
-        return Deceptron.ridge(x_train, z_train, cfg.ridge_lambda, activation=cfg.activation,
-                               slope=cfg.leaky_slope, tie_v=cfg.tie_v, dtype=cfg.jnp_dtype)
-    mean, scale = MLPDeceptron.x_stats(x_train)
-    return MLPDeceptron(n, m, cfg.width, cfg.depth, cfg.mlp_activation, key=_keys(cfg)[0],
-                        x_mean=mean, x_scale=scale, dtype=cfg.jnp_dtype)
-
-
-def skeleton_model(cfg: TrainConfig, x_size: int, y_size: int) -> AbstractDeceptron:
-    """A model of the right structure, shapes and dtypes (no data; for loading weights).
-
-    Wrap in ``eqx.filter_eval_shape`` to get the structure without allocating."""
-    if cfg.model == "linear":
-        return Deceptron.zeros(x_size, y_size, activation=cfg.activation,
-                               slope=cfg.leaky_slope, tie_v=cfg.tie_v, dtype=cfg.jnp_dtype)
-    return MLPDeceptron(x_size, y_size, cfg.width, cfg.depth, cfg.mlp_activation,
-                        key=jax.random.key(0), dtype=cfg.jnp_dtype)
-
-
 def val_mse(model: AbstractDeceptron, x: Array, z: Array) -> Array:
     """MSE(f(x), z) over every sample and output dimension."""
     return jnp.mean((jax.vmap(model.f)(x) - z) ** 2)
@@ -232,15 +76,12 @@ def val_mse(model: AbstractDeceptron, x: Array, z: Array) -> Array:
 _val_mse_jit = eqx.filter_jit(val_mse)
 
 
-def init_state(model: AbstractDeceptron, optimizer, x_val: Array, z_val: Array) -> TrainState:
-    """The state before epoch 0. Every scalar has an explicit dtype (not weakly typed), so
-    a state loaded from disk hits the same compiled epoch."""
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    return TrainState(
-        model=model, opt_state=opt_state, epoch=jnp.zeros((), jnp.int32),
-        jcp_on=jnp.zeros((), bool), val_mse=_val_mse_jit(model, x_val, z_val),
-        elapsed_s=jnp.zeros((2,), float),
-    )
+class JCPState(eqx.Module):
+    """What the Deceptron task carries between epochs: the sticky JCP trigger and the
+    validation MSE of the current weights."""
+
+    jcp_on: Bool[Array, ""]
+    val_mse: Float[Array, ""]
 
 
 def steps_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
@@ -249,71 +90,94 @@ def steps_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
     return batch, n_train // batch
 
 
-@functools.lru_cache(maxsize=8)
-def compiled_epoch(cfg: TrainConfig, n_train: int):
-    """``(optimizer, epoch_fn)`` for a config, cached so that repeated runs (a resume, a
-    rerun with the same seed) reuse one compiled epoch."""
-    optimizer = make_optimizer(cfg, steps_per_epoch(cfg, n_train)[1])
-    return optimizer, make_epoch(cfg, n_train, optimizer)
+@dataclasses.dataclass(frozen=True)
+class DeceptronTask(AbstractTask):
+    """The Deceptron protocol (affine or MLP pair) on raw x and normalised z.
 
+    ``data`` holds ``x_train``, ``z_train``, ``x_val``, ``z_val``."""
 
-def make_epoch(cfg: TrainConfig, n_train: int, optimizer):
-    """The jitted epoch: ``(state, x_train, z_train, x_val, z_val) -> (state, metrics)``."""
-    batch, nb = steps_per_epoch(cfg, n_train)
-    weights = cfg.weights
-    k_train = _keys(cfg)[1]
+    cfg: TrainConfig
+    n_train: int
+    x_size: int
+    y_size: int
 
-    @eqx.filter_jit
-    def epoch_fn(state: TrainState, x_tr, z_tr, x_val, z_val):
-        ep = state.epoch
-        on = jcp_gate(cfg, ep, state.jcp_on, state.val_mse)
-        w_jcp = cfg.jcp_weight_at(ep, on).astype(x_tr.dtype)
+    @property
+    def seed(self) -> int:  # type: ignore[override]
+        return self.cfg.seed
+
+    def describe(self) -> str:
+        return f"train [{self.cfg.model}, {self.cfg.optimizer}]"
+
+    def init_model(self, data):
+        return init_model(self.cfg, data["x_train"], data["z_train"])
+
+    def skeleton(self):
+        return skeleton_model(self.cfg, self.x_size, self.y_size)
+
+    def init_extra(self, model, data):
+        return JCPState(jcp_on=jnp.zeros((), bool),
+                        val_mse=_val_mse_jit(model, data["x_val"], data["z_val"]))
+
+    def skeleton_extra(self):
+        dtype = jnp.float64 if self.cfg.dtype == "float64" else jnp.float32
+        return JCPState(jcp_on=jnp.zeros((), bool), val_mse=jnp.zeros((), dtype))
+
+    def plan(self, epoch: Int[Array, ""], extra: JCPState, data):
+        cfg = self.cfg
+        x_tr, x_val = data["x_train"], data["x_val"]
+        batch, nb = steps_per_epoch(cfg, self.n_train)
+        on = jcp_gate(cfg, epoch, extra.jcp_on, extra.val_mse)
+        w_jcp = jcp_weight_at(cfg, epoch, on).astype(x_tr.dtype)
         # All of the epoch's randomness in ONE draw (each PRNG call site costs compile
         # time): the shuffle (argsort of N normals), the JCP probes of every step, and
         # the RJCP probes. Memory: (1 + P) x the training x, plus the RJCP probes.
         nv, n = x_val.shape
-        sizes = (n_train, nb * batch * cfg.jcp_probes * n, nv * cfg.rjcp_probes * n)
-        u = jax.random.normal(jax.random.fold_in(k_train, ep), (sum(sizes),), x_tr.dtype)
+        sizes = (self.n_train, nb * batch * cfg.jcp_probes * n, nv * cfg.rjcp_probes * n)
+        k_train = jax.random.split(jax.random.key(cfg.seed))[1]
+        u = jax.random.normal(jax.random.fold_in(k_train, epoch), (sum(sizes),), x_tr.dtype)
         u_perm, u_jcp, u_rjcp = jnp.split(u, np.cumsum(sizes)[:-1].tolist())
         idx = jnp.argsort(u_perm)[: nb * batch].reshape(nb, batch)
         xi = as_probes(u_jcp.reshape(nb, batch, cfg.jcp_probes, n), cfg.probe)
         xi_val = as_probes(u_rjcp.reshape(nv, cfg.rjcp_probes, n), cfg.probe)
-        params, static = eqx.partition(state.model, eqx.is_inexact_array)
+        return (idx, xi), {"on": on, "w_jcp": w_jcp, "xi_val": xi_val}
 
-        def step(carry, inp):
-            params, opt_state = carry
-            ib, xib = inp
-            xb, zb = x_tr[ib], z_tr[ib]
+    def batch(self, data, step):
+        idx, xi = step
+        return data["x_train"][idx], data["z_train"][idx], xi
 
-            def loss_fn(p):
-                terms = loss_terms(eqx.combine(p, static), xb, zb, xib, with_jcp=on)
-                return total_loss(terms, weights, w_jcp), terms
+    def outputs(self, model, batch, ctx):
+        xb, zb, xib = batch
+        return deceptron_outputs(model, xb, zb, xib, with_jcp=ctx["on"])
 
-            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (eqx.apply_updates(params, updates), opt_state), (loss, terms)
+    def loss(self, outputs, batch, ctx):
+        xb, zb, _ = batch
+        terms = terms_from_outputs(outputs, xb, zb)
+        w, w_jcp = loss_weights(self.cfg), ctx["w_jcp"]
+        loss = (w.fit * terms["fit"] + w.rec * terms["rec"] + w.cyc * terms["cyc"]
+                + w.spectral * terms["spectral"] + w.bias * terms["bias"]
+                + w.comp * terms["comp"] + w.sup * terms["sup"] + w_jcp * terms["jcp"])
+        return loss, terms
 
-        (params, opt_state), (losses, terms) = jax.lax.scan(
-            step, (params, state.opt_state), (idx, xi)
-        )
-        model = eqx.combine(params, static)
-        v = val_mse(model, x_val, z_val)
+    def end_epoch(self, model, extra, ctx, aux, data):
+        v = val_mse(model, data["x_val"], data["z_val"])
         metrics = {
-            "loss": jnp.mean(losses),
-            **{k: jnp.mean(terms[k]) for k in TERMS},
+            "loss": jnp.mean(aux["loss"]),
+            **{k: jnp.mean(aux[k]) for k in TERMS},
             "val_mse": v,
-            "rjcp": jcp_from_probes(model, x_val, xi_val),
-            "w_jcp": w_jcp,
-            "jcp_on": on,
+            "rjcp": jcp_from_probes(model, data["x_val"], ctx["xi_val"]),
+            "w_jcp": ctx["w_jcp"],
+            "jcp_on": ctx["on"],
         }
-        new = TrainState(model=model, opt_state=opt_state, epoch=ep + 1, jcp_on=on,
-                         val_mse=v, elapsed_s=state.elapsed_s)
-        return new, metrics
+        return JCPState(jcp_on=ctx["on"], val_mse=v), metrics
 
-    return epoch_fn
+    def postfix(self, metrics):
+        return {"loss": f"{metrics['loss']:.3g}", "fit": f"{metrics['fit']:.3g}",
+                "val": f"{metrics['val_mse']:.3g}", "rjcp": f"{metrics['rjcp']:.3g}",
+                "w_jcp": f"{metrics['w_jcp']:.2g}"}
 
 
-def _as_data(dataset: Dataset, dtype) -> dict[str, Array]:
+def task_data(dataset: Dataset, dtype) -> dict[str, Array]:
+    """The arrays a :class:`DeceptronTask` trains on (x raw, z normalised)."""
     norm = dataset.normaliser
     return {
         "x_train": jnp.asarray(dataset.x_train, dtype),
@@ -333,7 +197,8 @@ def train_deceptron(
     overwrite: bool = False,
     progress: bool = False,
     stop_after: int | None = None,
-):
+    optimizer=None,
+) -> Checkpoint:
     """Train a Deceptron on ``dataset`` (raw x, normalised y) and return a :class:`Checkpoint`.
 
     Arguments:
@@ -351,66 +216,31 @@ def train_deceptron(
         progress: show a tqdm bar (epoch, losses, validation MSE, RJCP, JCP weight).
         stop_after: stop after this many completed epochs without finalising (as if
             interrupted); resume later with ``resume=True``.
+        optimizer: an optax transformation to use instead of ``config.optimizer``
+            (see :mod:`invphys.learn._trainer` for what its update receives).
     """
-
     if config is None:
         config = TrainConfig.from_spec(spec) if spec is not None else TrainConfig()
     elif not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
     cfg = config
-    data = _as_data(dataset, cfg.jnp_dtype)
+    data = task_data(dataset, jnp.float64 if cfg.dtype == "float64" else jnp.float32)
     n_train, n = data["x_train"].shape
-    m = data["z_train"].shape[1]
-    optimizer, epoch_fn = compiled_epoch(cfg, n_train)
+    task = DeceptronTask(cfg=cfg, n_train=n_train, x_size=n, y_size=data["z_train"].shape[1])
+    nb = steps_per_epoch(cfg, n_train)[1]
+    if optimizer is None:
+        optimizer = make_optimizer(cfg.optimizer, lr=cfg.lr, clip_norm=cfg.clip_norm,
+                                   schedule=cfg.lr_schedule, lr_final=cfg.lr_final,
+                                   total_steps=cfg.epochs * nb)
     digest = dataset.digest()
-    out = Path(out) if out is not None else None
-
-    state, history = None, []
-    if out is not None:
-        check_out_dir(out, resume=resume, overwrite=overwrite)
-        if resume:
-            loaded = load_train_state(out, cfg, digest, n, m, optimizer)
-            if loaded is not None:
-                state, history = loaded
-    if state is None:
-        model = init_model(cfg, data["x_train"], data["z_train"])
-        state = init_state(model, optimizer, data["x_val"], data["z_val"])
-
-    start = int(state.epoch)
-    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        name = spec.name if spec is not None else "custom"
-        bar = tqdm(total=cfg.epochs, initial=start, desc=f"train {name} [{cfg.model}]",
-                   unit="epoch", dynamic_ncols=True)
-    try:
-        for _ in range(start, last):
-            t0, c0 = time.perf_counter(), time.process_time()
-            state, metrics = epoch_fn(state, data["x_train"], data["z_train"],
-                                      data["x_val"], data["z_val"])
-            metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            state = eqx.tree_at(lambda s: s.elapsed_s, state,
-                                state.elapsed_s + jnp.asarray([dt, dc], float))
-            ep = int(state.epoch)
-            history.append({"epoch": ep, **metrics, "time_s": dt})
-            if out is not None:
-                save_train_state(out, state, history, cfg, digest)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3g}", fit=f"{metrics['fit']:.3g}",
-                                val=f"{metrics['val_mse']:.3g}", rjcp=f"{metrics['rjcp']:.3g}",
-                                w_jcp=f"{metrics['w_jcp']:.2g}")
-    finally:
-        if bar is not None:
-            bar.close()
+    state, history = fit(task, data, optimizer, epochs=cfg.epochs, config=cfg.to_dict(),
+                         digest=digest, out=out, resume=resume, overwrite=overwrite,
+                         progress=progress, stop_after=stop_after, steps_per_epoch=nb,
+                         extra_files=EXTRA_FILES)
     complete = int(state.epoch) >= cfg.epochs
-    return finalise(
-        state, cfg, dataset, spec=spec, history=history, out=out if complete else None,
-        complete=complete, digest=digest,
-    )
+    return finalise(state, cfg, dataset, spec=spec, history=history,
+                    out=Path(out) if (out is not None and complete) else None,
+                    complete=complete, digest=digest)
 
 
 def train_from_spec(
@@ -420,11 +250,8 @@ def train_from_spec(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-):
+) -> Checkpoint:
     """Build the spec's problem, simulate its dataset, and train (the ``invphys train`` path)."""
-    from .. import load_problem, make_dataset
-    from .._spec import load_spec
-
     spec = load_spec(spec)
     problem = load_problem(spec)
     dataset = make_dataset(problem, progress=progress)
@@ -432,11 +259,6 @@ def train_from_spec(
                            progress=progress)
 
 
-def history_from_log(path: str | Path) -> list[dict[str, Any]]:
-    """Read a ``log.jsonl`` (one JSON object per epoch)."""
-    try:
-        lines = Path(path).read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"training log {path} is unreadable ({e})") from None
-
+__all__ = ["DeceptronTask", "JCPState", "TrainConfig", "TrainState", "jcp_gate",
+           "jcp_weight_at", "steps_per_epoch", "train_deceptron", "train_from_spec",
+           "val_mse"]

@@ -27,91 +27,48 @@ epoch). The card is written last: a folder with a card is a complete checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import functools
 import hashlib
-import io
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Float, PyTree
 
+from .._configs import NetTrainConfig
 from .._errors import CheckpointError, InvphysError, SpecError
-from .._io import save_json
-from ..physics.deblur2d import Deblur2D
-from ._checkpoint import (
+from .._spec import load_spec, spec_from_dict
+from ..physics import deblur2d, load_problem
+from ..physics.deblur2d import Deblur2D, nominal_operator, start
+from ._optimizers import make_optimizer
+from ._store import (
     CARD_FILE,
-    LOG_FILE,
     MODEL_FILE,
-    STATE_FILE,
-    _sha256,
-    check_out_dir,
+    card_base,
+    check_sections,
     load_tree,
-    machine,
+    n_parameters,
     read_card,
-    read_state_blob,
-    save_train_state,
     save_tree,
-    versions,
+    write_checkpoint,
 )
-from ._train import SpecConfig
-from .deceptronnet import DeceptronNet, deceptronnet_loss
+from ._trainer import AbstractTask, TrainState, fit
+from .deceptronnet import (
+    DeceptronNet,
+    deceptronnet_loss_from_outputs,
+    deceptronnet_outputs,
+)
 
 FORMAT = "invphys-deceptronnet/1"
 #: Spec sections a shipped checkpoint must agree on to be reused for a spec.
 MATCH_SECTIONS = ("physics", "prior", "noise", "data", "train")
 
 
-@dataclasses.dataclass(frozen=True)
-class NetTrainConfig(SpecConfig):
-    """Every DeceptronNet training hyperparameter (the keys of deblur2d's ``[train]``).
-
-    Defaults are the protocol: Adam 2e-3, batch 64, 12 epochs, seed 0, the v0 network
-    (32 channels, 6 unrolled steps, UNet depth 2), data-term weight 0.1, float32.
-    """
-
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 2e-3
-    seed: int = 0
-    channels: int = 32
-    steps: int = 6
-    depth: int = 2
-    data_weight: float = 0.1
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        for key in ("epochs", "batch_size", "channels", "steps", "depth"):
-            if getattr(self, key) < 1:
-                raise SpecError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if self.dtype not in ("float32", "float64"):
-            raise SpecError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
-
-    @property
-    def net_kwargs(self) -> dict[str, int]:
-        return {"channels": self.channels, "steps": self.steps, "depth": self.depth}
-
-    @property
-    def jnp_dtype(self):
-        return jnp.float64 if self.dtype == "float64" else jnp.float32
-
-
-class NetTrainState(eqx.Module):
-    """What a run carries between epochs: ``epoch`` counts completed epochs;
-    ``elapsed_s`` is (wall, process CPU) training seconds so far (bookkeeping only;
-    float32 whatever the x64 setting, so a state saved in one loads in the other)."""
-
-    model: DeceptronNet
-    opt_state: PyTree
-    epoch: Int[Array, ""]
-    elapsed_s: Float[Array, "2"]
+def _jnp_dtype(cfg: NetTrainConfig):
+    return jnp.float64 if cfg.dtype == "float64" else jnp.float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +126,6 @@ def deblur_data(spec, *, splits: tuple[str, ...] = ("train", "val", "test")) -> 
     Each split has its own key (:func:`split_keys`), so the sets are independent and
     each is prefix-stable in its size. Splits not in ``splits`` are left empty.
     """
-    from .. import load_problem
-    from ..physics import deblur2d
-
     problem = load_problem(spec)
     d = spec["data"]
     keys = dict(zip(("train", "val", "test"), split_keys(d["seed"]), strict=True))
@@ -195,12 +149,12 @@ def _cast(tree: PyTree, dtype) -> PyTree:
 def init_net(cfg: NetTrainConfig, operator: Deblur2D) -> DeceptronNet:
     """The seeded initial network, in the config's dtype."""
     k_init = jax.random.split(jax.random.key(cfg.seed))[0]
-    return _cast(DeceptronNet(k_init, operator=operator, **cfg.net_kwargs), cfg.jnp_dtype)
+    return _cast(DeceptronNet(k_init, operator=operator, **cfg.net_kwargs), _jnp_dtype(cfg))
 
 
 def _skeleton(cfg: NetTrainConfig, operator: Deblur2D) -> DeceptronNet:
     return _cast(DeceptronNet(jax.random.key(0), operator=operator, **cfg.net_kwargs),
-                 cfg.jnp_dtype)
+                 _jnp_dtype(cfg))
 
 
 def operator_info(op: Deblur2D) -> dict[str, Any]:
@@ -250,57 +204,72 @@ def batches(cfg: NetTrainConfig, n_train: int) -> tuple[int, int]:
     return batch, n_train // batch
 
 
-def compiled_step(cfg: NetTrainConfig):
-    """``(optimizer, step, shuffle)`` for a config, cached on what they depend on (lr,
-    seed, data weight), so that a resume, a rerun or a run with other epochs or batch
-    size reuses the compiled step (it retraces only for a new network shape)."""
-    return _compiled_step(cfg.lr, cfg.seed, cfg.data_weight)
+@dataclasses.dataclass(frozen=True)
+class DeceptronNetTask(AbstractTask):
+    """DeceptronNet v0 on protocol data (``x_train``, ``y_train``, ``s_train`` = each
+    sample's true blur std, ``x_val``, ``y_val``). One jitted step per minibatch (see the
+    module docstring); the outputs are the reconstruction and its image under each
+    sample's true kernel, and the loss is MSE(x_hat, x) + data_weight MSE(A(x_hat), y)."""
 
+    steps_per_call: ClassVar[int | None] = 1
+    unit: ClassVar[str] = "batch"
+    seed: int
+    batch_size: int
+    data_weight: float
+    dtype: str
+    channels: int
+    steps: int
+    depth: int
+    operator: tuple[tuple[str, Any], ...]
 
-@functools.lru_cache(maxsize=8)
-def _compiled_step(lr: float, seed: int, data_weight: float):
-    optimizer = optax.adam(lr)
-    k_train = jax.random.split(jax.random.key(seed))[1]
+    @classmethod
+    def from_config(cls, cfg: NetTrainConfig, operator: Deblur2D) -> DeceptronNetTask:
+        return cls(seed=cfg.seed, batch_size=cfg.batch_size, data_weight=cfg.data_weight,
+                   dtype=cfg.dtype, channels=cfg.channels, steps=cfg.steps, depth=cfg.depth,
+                   operator=tuple(sorted(operator_info(operator).items())))
 
-    @eqx.filter_jit
-    def step(model, opt_state, x, y, sigma):
-        params, static = eqx.partition(model, eqx.is_inexact_array)
+    @property
+    def config(self) -> NetTrainConfig:
+        return NetTrainConfig(seed=self.seed, batch_size=self.batch_size,
+                              data_weight=self.data_weight, dtype=self.dtype,
+                              channels=self.channels, steps=self.steps, depth=self.depth)
 
-        def loss_fn(p):
-            return deceptronnet_loss(eqx.combine(p, static), x, y, sigma,
-                                     data_weight=data_weight)
+    def describe(self) -> str:
+        return f"train [DeceptronNet c{self.channels} s{self.steps}]"
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return eqx.combine(eqx.apply_updates(params, updates), static), opt_state, loss
+    def init_model(self, data):
+        return init_net(self.config, operator_from_info(dict(self.operator)))
 
-    @functools.partial(jax.jit, static_argnums=(1, 2))
-    def shuffle(epoch, n_train, batch):
-        nb = n_train // batch
+    def skeleton(self):
+        return _skeleton(self.config, operator_from_info(dict(self.operator)))
+
+    def plan(self, epoch, extra, data):
+        n_train = data["x_train"].shape[0]
+        batch, nb = batches(self.config, n_train)
+        k_train = jax.random.split(jax.random.key(self.seed))[1]
         perm = jax.random.permutation(jax.random.fold_in(k_train, epoch), n_train)
-        return perm[: nb * batch].reshape(nb, batch)
+        return perm[: nb * batch].reshape(nb, batch), None
 
-    return optimizer, step, shuffle
+    def batch(self, data, step):
+        return data["x_train"][step], data["y_train"][step], data["s_train"][step]
 
+    def outputs(self, model, batch, ctx):
+        _, y, sigma = batch
+        return deceptronnet_outputs(model, y, sigma)
 
-def _run_epoch(cfg, state: NetTrainState, data: dict[str, Array], bar=None):
-    """One epoch of minibatch steps; returns the new state and the mean training loss."""
-    _, step, shuffle = compiled_step(cfg)
-    n_train = data["x_train"].shape[0]
-    batch, _ = batches(cfg, n_train)
-    idx = np.asarray(shuffle(state.epoch, n_train, batch))
-    model, opt_state = state.model, state.opt_state
-    losses = []
-    for ib in idx:
-        model, opt_state, loss = step(model, opt_state, data["x_train"][ib],
-                                      data["y_train"][ib], data["s_train"][ib])
-        losses.append(loss)
-        if bar is not None:
-            bar.update(1)
-    mean_loss = float(np.mean(jax.device_get(losses)))
-    new = NetTrainState(model=model, opt_state=opt_state, epoch=state.epoch + 1,
-                        elapsed_s=state.elapsed_s)
-    return new, mean_loss
+    def loss(self, outputs, batch, ctx):
+        x, y, _ = batch
+        loss = deceptronnet_loss_from_outputs(outputs, x, y, data_weight=self.data_weight)
+        return loss, {}
+
+    def end_epoch(self, model, extra, ctx, aux, data):
+        loss = float(np.mean(aux["loss"]))
+        val = x_rmse(predict(model, data["y_val"]), data["x_val"]) \
+            if data["x_val"].shape[0] else float("nan")
+        return extra, {"loss": loss, "val_x_rmse": val}
+
+    def postfix(self, metrics):
+        return {"loss": f"{metrics['loss']:.3g}", "val_x_rmse": f"{metrics['val_x_rmse']:.4f}"}
 
 
 def _device_data(data: DeblurData, dtype) -> dict[str, Array]:
@@ -319,6 +288,7 @@ def train_deceptronnet(
     overwrite: bool = False,
     progress: bool = False,
     stop_after: int | None = None,
+    optimizer=None,
 ) -> NetCheckpoint:
     """Train DeceptronNet v0 on protocol data and return a :class:`NetCheckpoint`.
 
@@ -334,96 +304,35 @@ def train_deceptronnet(
         progress: a tqdm bar over the run's minibatches (loss, validation x-RMSE).
         stop_after: stop after this many completed epochs without finalising (as if
             interrupted); resume later with ``resume=True``.
+        optimizer: an optax transformation to use instead of ``config.optimizer``.
     """
     if config is None:
         config = NetTrainConfig.from_spec(spec) if spec is not None else NetTrainConfig()
     elif not isinstance(config, NetTrainConfig):
         config = NetTrainConfig.from_dict(config)
     cfg = config
-    arrays = _device_data(data, cfg.jnp_dtype)
+    arrays = _device_data(data, _jnp_dtype(cfg))
     n_train = arrays["x_train"].shape[0]
     if n_train == 0:
         raise SpecError("DeceptronNet training needs training data (data.n_train >= 1)")
-    batch, nb = batches(cfg, n_train)
-    optimizer = compiled_step(cfg)[0]
+    if optimizer is None:
+        optimizer = make_optimizer(cfg.optimizer, lr=cfg.lr)
+    task = DeceptronNetTask.from_config(cfg, operator)
     digest = data.digest()
-    out = Path(out) if out is not None else None
-
-    state, history = None, []
-    if out is not None:
-        check_out_dir(out, resume=resume, overwrite=overwrite)
-        if resume:
-            loaded = _load_state(out, cfg, digest, operator, optimizer)
-            if loaded is not None:
-                state, history = loaded
-    if state is None:
-        model = init_net(cfg, operator)
-        state = NetTrainState(
-            model=model, opt_state=optimizer.init(eqx.filter(model, eqx.is_inexact_array)),
-            epoch=jnp.zeros((), jnp.int32), elapsed_s=jnp.zeros((2,), jnp.float32),
-        )
-
-    start = int(state.epoch)
-    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        name = spec.name if spec is not None else "deblur2d"
-        bar = tqdm(total=cfg.epochs * nb, initial=start * nb, unit="batch",
-                   desc=f"train {name} [DeceptronNet c{cfg.channels} s{cfg.steps}]",
-                   dynamic_ncols=True)
-    try:
-        for _ in range(start, last):
-            t0, c0 = time.perf_counter(), time.process_time()
-            state, loss = _run_epoch(cfg, state, arrays, bar)
-            val = x_rmse(predict(state.model, arrays["y_val"]), arrays["x_val"]) \
-                if arrays["x_val"].shape[0] else float("nan")
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            state = eqx.tree_at(lambda s: s.elapsed_s, state,
-                                state.elapsed_s + jnp.asarray([dt, dc], state.elapsed_s.dtype))
-            ep = int(state.epoch)
-            history.append({"epoch": ep, "loss": loss, "val_x_rmse": val, "time_s": dt})
-            if out is not None:
-                save_train_state(out, state, history, cfg, digest)
-            if bar is not None:
-                bar.set_postfix(epoch=ep, loss=f"{loss:.3g}", val_x_rmse=f"{val:.4f}")
-    finally:
-        if bar is not None:
-            bar.close()
+    state, history = fit(task, arrays, optimizer, epochs=cfg.epochs, config=cfg.to_dict(),
+                         digest=digest, out=out, resume=resume, overwrite=overwrite,
+                         progress=progress, stop_after=stop_after,
+                         steps_per_epoch=batches(cfg, n_train)[1])
     complete = int(state.epoch) >= cfg.epochs
     return finalise_net(state, cfg, data, operator, spec=spec, history=history,
-                        out=out if complete else None, complete=complete, digest=digest)
+                        out=Path(out) if (out is not None and complete) else None,
+                        complete=complete, digest=digest)
 
 
-def _load_state(out: Path, cfg, digest, operator, optimizer):
-    from ._train import history_from_log
-
-    blob = read_state_blob(out, cfg, digest)
-    if blob is None:
-        return None
-
-    def build():
-        model = _skeleton(cfg, operator)
-        return NetTrainState(
-            model=model, opt_state=optimizer.init(eqx.filter(model, eqx.is_inexact_array)),
-            epoch=jnp.zeros((), jnp.int32),
-            elapsed_s=jnp.zeros((2,), jnp.float32),
-        )
-
-    state = load_tree(io.BytesIO(blob), eqx.filter_eval_shape(build),
-                      f"training state {out / STATE_FILE}")
-    history = history_from_log(out / LOG_FILE) if (out / LOG_FILE).is_file() else []
-    history = [h for h in history if h.get("epoch", 0) <= int(state.epoch)]
-    return state, history
-
-
-def finalise_net(state: NetTrainState, cfg: NetTrainConfig, data: DeblurData,
+def finalise_net(state: TrainState, cfg: NetTrainConfig, data: DeblurData,
                  operator: Deblur2D, *, spec, history, out, complete, digest) -> NetCheckpoint:
     """Evaluate (validation and test x-RMSE, and those of the common start), build the
     card and, with ``out``, write ``model.eqx`` then ``card.json``."""
-    from ..physics.deblur2d import start
-
     model = state.model
     last = dict(history[-1]) if history else {}
     metrics: dict[str, Any] = {"train_loss": last.get("loss")}
@@ -436,36 +345,19 @@ def finalise_net(state: NetTrainState, cfg: NetTrainConfig, data: DeblurData,
                     np.asarray(jax.vmap(start)(jnp.asarray(y))), x)
     else:
         metrics["val_x_rmse"] = last.get("val_x_rmse")
-    n_params = sum(int(np.size(a)) for a in jax.tree_util.tree_leaves(
-        eqx.filter(model, eqx.is_inexact_array)))
-    card: dict[str, Any] = {
-        "format": FORMAT,
-        "problem": spec.name if spec is not None else "deblur2d",
-        "physics": spec.problem if spec is not None else "deblur2d",
-        "spec": spec.to_dict() if spec is not None else None,
-        "spec_digest": spec.digest() if spec is not None else None,
-        "model": {"class": "DeceptronNet", **cfg.net_kwargs, "parameters": n_params,
-                  "dtype": cfg.dtype},
-        "operator": operator_info(operator),
-        "config": cfg.to_dict(),
-        "metrics": metrics,
-        "epochs_completed": int(state.epoch),
-        "complete": complete,
-        "training_time_s": float(state.elapsed_s[0]),
-        "training_cpu_s": float(state.elapsed_s[1]),
-        "machine": machine(),
-        "dataset": {"digest": digest, "n_train": int(data.x_train.shape[0]),
-                    "n_val": int(data.x_val.shape[0]), "n_test": int(data.x_test.shape[0]),
-                    "seed": spec["data"]["seed"] if spec is not None else None},
-        "versions": versions(),
-        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
+    sizes = {f"n_{s}": getattr(data, f"x_{s}").shape[0] for s in ("train", "val", "test")}
+    card = card_base(FORMAT, spec=spec, config=cfg.to_dict(), state=state, digest=digest,
+                     sizes=sizes, complete=complete)
+    if spec is None:
+        card.update(problem="deblur2d", physics="deblur2d")
+    card["model"] = {"class": "DeceptronNet", **cfg.net_kwargs,
+                     "parameters": n_parameters(model), "dtype": cfg.dtype}
+    card["operator"] = operator_info(operator)
+    card["metrics"] = metrics
     path = None
     if out is not None:
         path = Path(out)
-        save_tree(path / MODEL_FILE, model)
-        card["files"] = {MODEL_FILE: _sha256(path / MODEL_FILE)}
-        save_json(path / CARD_FILE, card)
+        write_checkpoint(path, card, {MODEL_FILE: lambda p: save_tree(p, model)})
     return NetCheckpoint(model=model, card=card, path=path)
 
 
@@ -474,9 +366,6 @@ def train_net_from_spec(spec, *, out: str | Path | None = None, resume: bool = F
                         stop_after: int | None = None) -> NetCheckpoint:
     """Draw the spec's protocol data and train DeceptronNet (the ``invphys train`` path
     for a deblur2d spec)."""
-    from .._spec import load_spec
-    from ..physics.deblur2d import nominal_operator
-
     spec = load_spec(spec)
     if spec.problem != "deblur2d":
         raise SpecError(f"DeceptronNet trains on deblur2d specs, not {spec.problem!r}")
@@ -495,25 +384,14 @@ def load_net_checkpoint(path: str | Path, spec=None) -> NetCheckpoint:
     ``[data]`` and ``[train]`` sections. Raises :class:`invphys.CheckpointError` when a
     file is missing, corrupt, or does not belong to the card, or on a mismatch.
     """
-    folder = Path(path)
-    if folder.is_file():
-        folder = folder.parent
-    card_path = folder / CARD_FILE
-    card = read_card(folder, path, FORMAT, "a DeceptronNet")
+    folder, card = read_card(path, FORMAT, "a DeceptronNet")
     try:
         cfg = NetTrainConfig.from_dict(card["config"])
         operator = operator_from_info(card["operator"])
-        files = card["files"]
     except (KeyError, TypeError, ValueError, InvphysError) as e:
-        raise CheckpointError(f"{card_path} is incomplete or invalid ({e})") from None
-    weights = folder / MODEL_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"checkpoint {folder} is missing {MODEL_FILE}")
-    if _sha256(weights) != files.get(MODEL_FILE):
-        raise CheckpointError(f"checkpoint {folder}: {MODEL_FILE} is corrupt or does not "
-                              "belong to this card (SHA-256 mismatch)")
+        raise CheckpointError(f"{folder / CARD_FILE} is incomplete or invalid ({e})") from None
     like = eqx.filter_eval_shape(_skeleton, cfg, operator)
-    model = load_tree(weights, like, "weights")
+    model = load_tree(folder / MODEL_FILE, like, "weights")
     ckpt = NetCheckpoint(model=model, card=card, path=folder)
     if spec is not None:
         check_net_compatible(ckpt, spec)
@@ -522,24 +400,22 @@ def load_net_checkpoint(path: str | Path, spec=None) -> NetCheckpoint:
 
 def check_net_compatible(ckpt: NetCheckpoint, spec) -> None:
     """Raise CheckpointError unless ``ckpt`` was trained for ``spec`` (see
-    :data:`MATCH_SECTIONS`)."""
-    from .._spec import load_spec
-
+    :data:`MATCH_SECTIONS`). The card's spec is read through today's schema, so a key
+    added since it was written counts as its default."""
     spec = load_spec(spec)
     card = ckpt.card
     where = f"checkpoint {ckpt.path or card.get('problem')}"
     if card.get("physics") != spec.problem:
         raise CheckpointError(f"{where} was trained on {card.get('physics')!r}, "
                               f"not {spec.problem!r}")
-    theirs = card.get("spec") or {}
-    mine = spec.to_dict()
-    for sec in MATCH_SECTIONS:
-        a, b = mine.get(sec, {}), theirs.get(sec, {})
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        if diff:
-            k = diff[0]
-            raise CheckpointError(f"{where} was trained with {sec}.{k}={b.get(k)!r}, "
-                                  f"the spec has {a.get(k)!r}")
+    try:
+        raw = {sec: ({k: v for k, v in keys.items() if v is not None}
+                     if isinstance(keys, dict) else keys)
+               for sec, keys in (card.get("spec") or {}).items()}
+        theirs = spec_from_dict(raw, source=str(where)).to_dict()
+    except InvphysError as e:
+        raise CheckpointError(f"{where}: its card's spec is not valid today ({e})") from None
+    check_sections(where, spec.to_dict(), theirs, MATCH_SECTIONS)
 
 
 def load_deceptronnet(path: str | Path, spec=None) -> DeceptronNet:

@@ -164,6 +164,30 @@ class DeceptronNet(eqx.Module):
         return self.steps(y)[-1]
 
 
+def deceptronnet_outputs(model: DeceptronNet, y: Float[Array, "batch ..."],
+                         sigma: Float[Array, " batch"] | None = None) -> dict[str, Array]:
+    """What the loss reads from the network on a batch: the reconstructions ``x_hat`` and
+    their images ``y_hat`` under each sample's true operator (``sigma``: the batch's
+    true blur stds) or, without ``sigma``, the nominal one. The loss is quadratic in
+    these, so they are what a Gauss-Newton step linearises."""
+    x_hat = jax.vmap(model)(y)
+    op = model.operator
+    if sigma is None:
+        y_hat = jax.vmap(op)(x_hat)
+    else:
+        y_hat = jax.vmap(lambda xi, si: op.with_sigma(si)(xi))(x_hat, sigma)
+    return {"x_hat": x_hat, "y_hat": y_hat}
+
+
+def deceptronnet_loss_from_outputs(outputs: dict[str, Array], x: Float[Array, "batch ..."],
+                                   y: Float[Array, "batch ..."], *,
+                                   data_weight: float = 0.1) -> Float[Array, ""]:
+    """``MSE(x_hat, x) + data_weight * MSE(y_hat, y)`` from :func:`deceptronnet_outputs`."""
+    x_hat, y_hat = outputs["x_hat"], outputs["y_hat"]
+    mse = jnp.mean((x_hat - x.reshape(x_hat.shape)) ** 2)
+    return mse + data_weight * jnp.mean((y_hat - y) ** 2)
+
+
 def deceptronnet_loss(model: DeceptronNet, x: Float[Array, "batch ..."],
                       y: Float[Array, "batch ..."], sigma: Float[Array, " batch"] | None = None,
                       *, data_weight: float = 0.1) -> Float[Array, ""]:
@@ -177,11 +201,5 @@ def deceptronnet_loss(model: DeceptronNet, x: Float[Array, "batch ..."],
     in y, and its floor is the noise variance (~0.03^2 * 0.5); with A_nom it is also
     floored by the kernel mismatch, hence the small default weight.
     """
-    x_hat = jax.vmap(model)(y)
-    mse = jnp.mean((x_hat - x.reshape(x_hat.shape)) ** 2)
-    op = model.operator
-    if sigma is None:
-        y_hat = jax.vmap(op)(x_hat)
-    else:
-        y_hat = jax.vmap(lambda xi, si: op.with_sigma(si)(xi))(x_hat, sigma)
-    return mse + data_weight * jnp.mean((y_hat - y) ** 2)
+    return deceptronnet_loss_from_outputs(deceptronnet_outputs(model, y, sigma), x, y,
+                                          data_weight=data_weight)

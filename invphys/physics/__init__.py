@@ -1,10 +1,11 @@
 """The forward simulators. Each module defines ``SCHEMA`` (its [physics] and [prior]
-spec sections) and ``build(spec) -> Problem``; adding a problem is one file here plus
-one spec in ``problems/``."""
+spec sections) and ``build(spec) -> Problem`` and registers them (:func:`register`);
+adding a problem is one file here (imported below) plus one spec in ``problems/``."""
 
 from . import deblur2d, heat1d, oscillator
+from ._registry import REGISTRY, Identifiable, Simulator, load_problem, register
 
-REGISTRY = {"heat1d": heat1d, "oscillator": oscillator}
-REGISTRY["deblur2d"] = deblur2d
-
-__all__ = ["REGISTRY", "heat1d", "oscillator"]
+__all__ = [
+    "REGISTRY", "Identifiable", "Simulator", "deblur2d", "heat1d", "load_problem",
+    "oscillator", "register",
+]

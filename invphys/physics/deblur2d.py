@@ -55,8 +55,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._configs import NetTrainConfig
+from .._errors import SpecError
 from .._problem import AbstractNoise, Problem
-from .._spec import Key, Spec, nonnegative, positive
+from .._spec import Key, Spec, config_schema, nonnegative, positive
+from ._registry import register
 
 
 def _even(v):
@@ -100,18 +103,7 @@ SCHEMA = {
     },
     # Replaces the common [train] section (the Deceptron's): DeceptronNet v0 training,
     # the fields of invphys.learn.NetTrainConfig; defaults = the protocol.
-    "train": {
-        "epochs": Key(int, default=12, check=positive),
-        "batch_size": Key(int, default=64, check=positive),
-        "lr": Key(float, default=2e-3, check=positive, doc="Adam learning rate"),
-        "seed": Key(int, default=0, check=nonnegative, doc="weights and shuffling"),
-        "channels": Key(int, default=32, check=positive, doc="UNet width (every level)"),
-        "steps": Key(int, default=6, check=positive, doc="unrolled correction steps"),
-        "depth": Key(int, default=2, check=positive, doc="UNet downsamplings"),
-        "data_weight": Key(float, default=0.1, check=nonnegative,
-                           doc="weight of MSE(A_true(x_hat), y) beside MSE(x_hat, x)"),
-        "dtype": Key(str, default="float32", choices=("float32", "float64")),
-    },
+    "train": config_schema(NetTrainConfig),
 }
 
 
@@ -396,8 +388,6 @@ def build(spec: Spec) -> Problem:
     Use :func:`true_problem` / :func:`true_forward` for a sample's true operator and
     :func:`draw` for protocol data (y under A_true).
     """
-    from .._errors import SpecError
-
     ph, pr, b, nz = spec["physics"], spec["prior"], spec["bounds"], spec["noise"]
     if ph["n"] % ph["pool"]:
         raise SpecError(f"{spec.source}: key 'physics.n' ({ph['n']}) must be divisible "
@@ -416,3 +406,6 @@ def build(spec: Spec) -> Problem:
         sampler=sampler, noise=SqrtNoise(scale=nz["scale"], additive=nz["std"]),
         x0=spec["solve"]["x0"], name=spec.name, spec=spec,
     )
+
+
+register("deblur2d", SCHEMA, build)

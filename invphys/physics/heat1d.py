@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._problem import Problem
 from .._spec import Key, Spec, nonnegative, positive
 from ._ode import SOLVERS, adaptive_grid, grid_solve
+from ._registry import register
 
 SCHEMA = {
     "physics": {
@@ -141,3 +142,6 @@ def build(spec: Spec) -> Problem:
         sampler=prior, noise=spec["noise"]["std"], x0=spec["solve"]["x0"],
         name=spec.name, spec=spec,
     )
+
+
+register("heat1d", SCHEMA, build)

@@ -19,11 +19,14 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._errors import SpecError
 from .._problem import Problem
 from .._spec import Key, Spec, positive
 from ._ode import RK4, adaptive_grid, grid_solve
+from ._registry import register
 
 PARAMS = ("m", "c", "k", "x0", "v0")
 
@@ -96,13 +99,25 @@ def build(spec: Spec) -> Problem:
         rtol=ph["rtol"], atol=ph["atol"], max_steps=ph["max_steps"],
     )
     if b["lower"] is None or b["upper"] is None:
-        from .._errors import SpecError
-
         raise SpecError(f"{spec.source}: the oscillator needs 'bounds.lower' and 'bounds.upper'")
     lower = jnp.broadcast_to(jnp.asarray(b["lower"], float), (5,))
     upper = jnp.broadcast_to(jnp.asarray(b["upper"], float), (5,))
     return Problem(
         fwd, lower, upper, x_size=5, pinned=b["pin"] or None, pin_value=b["pin_value"],
         sampler=UniformBoxPrior(lower, upper), noise=spec["noise"]["std"],
-        x0=spec["solve"]["x0"], name=spec.name, spec=spec,
+        x0=spec["solve"]["x0"], name=spec.name, spec=spec, identifiable=identifiable,
     )
+
+
+def identifiable(x: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(c/m, k/m, x0, v0) from theta = (m, c, k, x0, v0), a batch ``(K, 5)``.
+
+    x(t) depends on theta only through these: scaling (m, c, k) together leaves it
+    unchanged, so a recovered theta is scored on them.
+    """
+    x = np.asarray(x, np.float64)
+    q = np.stack([x[:, 1] / x[:, 0], x[:, 2] / x[:, 0], x[:, 3], x[:, 4]], axis=1)
+    return q, ("c/m", "k/m", "x0", "v0")
+
+
+register("oscillator", SCHEMA, build, identifiable=identifiable)

@@ -1,6 +1,6 @@
 """``invphys.least_squares``: the general-purpose, certified least-squares entry point.
 
-It runs the *same* loop as :func:`invphys.solve` (``_protocol._solve_one``) with the
+It runs the *same* loop as :func:`invphys.solve` (:func:`~invphys.solve.solve_one`) with the
 *same* :class:`LevenbergMarquardt` method, under production rules instead of the
 paper's protocol:
 
@@ -31,15 +31,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 from .._errors import BoundsError, NonFiniteError, ShapeError
 from .._problem import Problem, check_finite, is_concrete
-from ._methods import AbstractMethod, LevenbergMarquardt
-from ._protocol import _solve_one
-from ._rules import RESULTS, SUCCESS, Rules
+from ._core import Box, solve_one
+from ._descents import AbstractDescent
+from ._implicit import NoArgs, implicit_tangent
+from ._lm import LevenbergMarquardt
+from ._results import RESULTS, SUCCESS
+from ._rules import Rules
 
 __all__ = ["LeastSquaresSolution", "least_squares"]
 
@@ -100,7 +102,7 @@ def least_squares(
     *,
     lower: ArrayLike | None = None,
     upper: ArrayLike | None = None,
-    method: str | AbstractMethod = "lm",
+    method: str | AbstractDescent = "lm",
     rtol: float = 1e-10,
     atol: float = 0.0,
     gtol: float = 0.0,
@@ -165,7 +167,7 @@ def least_squares(
         if bad.any():
             i = int(np.argmax(bad))
             raise BoundsError(f"lower > upper at index {i} ({float(lo[i])} > {float(hi[i])})")
-    call = _NoArgs(fn) if args is None else fn  # equal wrappers: the jit cache hits
+    call = NoArgs(fn) if args is None else fn  # equal wrappers: the jit cache hits
     rules = _production_rules(int(max_steps), float(rtol), float(atol), float(gtol))
     # one jax.jit dispatch: the arrays in (fn, args) are traced, everything else is static
     leaves, treedef = jax.tree.flatten((call, args))
@@ -181,12 +183,10 @@ def least_squares(
 
 @functools.lru_cache(maxsize=64)
 def _production_rules(max_steps: int, rtol: float, atol: float, gtol: float) -> Rules:
-    """The production protocol: no relaxation, Armijo along the projection arc, the
-    endgame stopping rules, Gauss-Newton polishing below 1e-6 |x|."""
-    return Rules(alpha0=1.0, max_halvings=8, rho=1.0, armijo_c=1e-4, armijo="step",
-                 max_iter=max_steps, stall_tol=0.0, eps=0.0, gtol=gtol, endgame=True,
-                 rtol=rtol, atol=atol, noise_tol=16.0, polish=1e-6, max_rejections=12,
-                 stagnation=10)
+    """The production protocol (:meth:`Rules.certified`): no relaxation, Armijo along
+    the projection arc, the certified stopping rules, Gauss-Newton polishing below
+    1e-6 |x|."""
+    return Rules.certified(rtol=rtol, atol=atol, gtol=gtol, max_iter=max_steps)
 
 
 #: The production Levenberg-Marquardt: starts near Gauss-Newton (damping 1e-12 of the
@@ -220,27 +220,6 @@ def _check_residual(call, x0, args):
         raise ShapeError(f"fn must return floating-point residuals, got {out.dtype}")
 
 
-@jtu.register_pytree_node_class
-class _NoArgs:
-    """``fn(x)`` called as ``fn(x, args)``. A pytree with ``fn`` as its child, so that
-    arrays inside ``fn`` (an eqx.Module) are traced and one function compiles once."""
-
-    __slots__ = ("fn", "__weakref__")
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, x, args):
-        return self.fn(x)
-
-    def tree_flatten(self):
-        return (self.fn,), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-
 class _StaticKey:
     """The (method, rules) pair as one jit static argument with a precomputed hash."""
 
@@ -264,8 +243,8 @@ def _static_key(method, rules) -> _StaticKey:
     return _StaticKey(method, rules)
 
 
-def _as_lsq_method(method) -> AbstractMethod:
-    if isinstance(method, AbstractMethod):
+def _as_lsq_method(method) -> AbstractDescent:
+    if isinstance(method, AbstractDescent):
         return method
     if method == "lm":
         return DEFAULT_LM
@@ -308,7 +287,7 @@ def _run(inputs, x0, method, rules):
     fn, args, lower, upper = inputs
     problem = Problem(lambda x: fn(x, args), lower=lower, upper=upper, x_size=x0.shape[0])
     m = jax.eval_shape(problem.fn, x0).shape[0]
-    return _solve_one(problem.fn, problem, method, rules, jnp.zeros((m,), x0.dtype), x0)
+    return solve_one(problem.fn, problem, method, rules, jnp.zeros((m,), x0.dtype), x0)
 
 
 @eqx.filter_custom_jvp
@@ -330,48 +309,9 @@ def _implicit_solve_jvp(primals, tangents, *, method, rules):
     t_inputs, _ = tangents
     sol = _implicit_solve(inputs, x0, method=method, rules=rules)
     fn, args, lower, upper = inputs
-    x = sol.x
-    r = fn(x, args)
-    g = jax.vjp(lambda z: fn(z, args), x)[1](r)[0]
-    at_lo = jnp.zeros(x.shape, bool) if lower is None else (x <= lower) & (g > 0)
-    at_hi = jnp.zeros(x.shape, bool) if upper is None else (x >= upper) & (g < 0)
-    active = at_lo | at_hi
-    free = ~active
-
     t_fn, t_args, t_lower, t_upper = t_inputs
-    dx_active = jnp.zeros_like(x)
-    if lower is not None and t_lower is not None:
-        dx_active = jnp.where(at_lo, t_lower, dx_active)
-    if upper is not None and t_upper is not None:
-        dx_active = jnp.where(at_hi, t_upper, dx_active)
-
-    # tangents of the inexact arrays in (fn, args); symbolic zeros materialised
-    dyn, static = eqx.partition((fn, args), eqx.is_array)
-
-    def materialise(p, t):
-        if p is None or not eqx.is_inexact_array(p):
-            return None
-        return jnp.zeros_like(p) if t is None else t
-
-    t_dyn = jtu.tree_map(materialise, dyn, (t_fn, t_args), is_leaf=lambda v: v is None)
-    diff, nondiff = eqx.partition(dyn, eqx.is_inexact_array)
-
-    def grad_of(z, d):
-        fn_, args_ = eqx.combine(d, nondiff, static)
-        return jax.grad(lambda w: 0.5 * jnp.sum(fn_(w, args_) ** 2))(z)
-
-    _, rhs = jax.jvp(grad_of, (x, diff), (dx_active, t_dyn))
-    rhs = jnp.where(free, -rhs, 0.0)
-
-    def hvp(v):  # H_FF on the free components, the identity on the active ones
-        hv = jax.jvp(lambda z: grad_of(z, diff), (x,), (jnp.where(free, v, 0.0),))[1]
-        return jnp.where(free, hv, v)
-
-    op = lx.FunctionLinearOperator(hvp, jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                   lx.symmetric_tag)
-    solver = lx.LU() if x.size <= 400 else lx.GMRES(rtol=1e-10, atol=1e-12, max_steps=4 * x.size)
-    dx_free = lx.linear_solve(op, rhs, solver, throw=False).value
-    t_x = jnp.where(free, dx_free, dx_active)
+    t_x = implicit_tangent(lambda z, f, a: f(z, a), sol.x, (fn, args), (t_fn, t_args),
+                           Box(lower, upper), Box(t_lower, t_upper))
     t_sol = jtu.tree_map(lambda _: None, sol)
     t_sol = dataclasses.replace(t_sol, x=t_x)
     return sol, t_sol

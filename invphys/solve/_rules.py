@@ -1,94 +1,167 @@
-"""The shared protocol's rules and result codes."""
+"""Result codes, and :class:`Rules`: the search x termination pair every method runs under."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 
+from ._results import RESULTS, SUCCESS, result_names
+from ._search import AbstractSearch, Backtracking, Polished, Relaxed
+from ._termination import AbstractTermination, CertifiedStop, PaperStop
 
-class RESULTS(eqx.Enumeration):
-    """Why a solve stopped."""
+__all__ = ["RESULTS", "SUCCESS", "Rules", "result_names"]
 
-    target_reached = "the residual RMSE reached the target eps (stop_at_eps)"
-    max_iterations = "the iteration limit was reached"
-    stalled = "the RMSE changed by less than stall_tol for stall_patience iterations"
-    converged = "converged: projected gradient or scaled step below tolerance"
-    no_progress = "no trial point reduced the objective (at the limit of precision)"
-    # the production stopping rules (``Rules(endgame=True)``, used by least_squares)
-    step_converged = "converged: the Gauss-Newton step is below rtol * |x| + atol"
-    gradient_converged = "converged: the projected gradient is below gtol"
-    zero_residual = "converged: the residual vanished (below eps^2 of its start)"
-    precision_limit = ("converged to the limit of floating-point precision: the "
-                       "Gauss-Newton step stopped shrinking")
-    degenerate = ("stopped where a parameter no longer affects the residual (a plateau or "
-                  "a minimum at infinity): not a certified minimum")
-    nonfinite = "the residual is not finite at the start"
+# the keyword fields Rules(...) had before it became a composition (legacy adapter)
+_LEGACY = dict(alpha0=1.0, max_halvings=8, rho=0.4, armijo_c=1e-4, armijo="proposal",
+               stall_tol=1e-4, stall_patience=20, eps=0.30, stop_at_eps=False, gtol=0.0,
+               xtol=0.0, ftol=0.0, endgame=False, rtol=0.0, atol=0.0, noise_tol=0.0,
+               polish=0.0, max_rejections=12, stagnation=10)
 
 
-#: The result codes that mean a least-squares solve succeeded (``Rules(endgame=True)``).
-SUCCESS = ("converged", "step_converged", "gradient_converged", "zero_residual",
-           "precision_limit")
+def _parts(obj):
+    """``obj`` and the objects it wraps (``Relaxed.search``, ``Polished.search``)."""
+    while obj is not None:
+        yield obj
+        obj = getattr(obj, "search", None)
+
+
+def _override(obj, name, value):
+    """``obj`` with field ``name`` set to ``value`` wherever the wrapper chain has it;
+    None when no part has that field."""
+    for part in _parts(obj):
+        if name in {f.name for f in dataclasses.fields(part)} and name != "search":
+            new = eqx.tree_at(lambda o: getattr(o, name), part, value,
+                              is_leaf=lambda v: v is None)
+            return _replace_in_chain(obj, part, new)
+    return None
+
+
+def _replace_in_chain(obj, old, new):
+    if obj is old:
+        return new
+    return eqx.tree_at(lambda o: o.search, obj, _replace_in_chain(obj.search, old, new))
+
+
+def _legacy(alpha0, max_halvings, rho, armijo_c, armijo, stall_tol, stall_patience, eps,
+            stop_at_eps, gtol, xtol, ftol, endgame, rtol, atol, noise_tol, polish,
+            max_rejections, stagnation):
+    """The (search, termination) pair that the old 20-field Rules described."""
+    search = Relaxed(Backtracking(alpha0=alpha0, max_halvings=max_halvings,
+                                  armijo_c=armijo_c, armijo=armijo,
+                                  noise_tol=noise_tol if endgame else 0.0), rho=rho)
+    if endgame:
+        if polish > 0:
+            search = Polished(search, polish=polish)
+        term = CertifiedStop(rtol=rtol, atol=atol, gtol=gtol, stagnation=stagnation,
+                             max_rejections=max_rejections, noise_tol=noise_tol, eps=eps,
+                             stop_at_eps=stop_at_eps)
+    else:
+        term = PaperStop(eps=eps, stall_tol=stall_tol, stall_patience=stall_patience,
+                         stop_at_eps=stop_at_eps, gtol=gtol, xtol=xtol, ftol=ftol)
+    return search, term
 
 
 class Rules(eqx.Module):
-    """The protocol every method runs under: backtracking, relaxation, Armijo, stopping.
+    """The protocol every method runs under: a search (backtracking, relaxation,
+    polishing) and a termination (stopping rules), plus the iteration limit.
 
-    Defaults are the Deceptron paper's: alpha0 = 1 halved up to 8 times, relaxation
-    x <- (1 - rho) x + rho Proj(x + p) with rho = 0.4, Armijo constant c = 1e-4 on the
-    unprojected proposal p, at most 200 iterations, a stall stop after 20 iterations
-    whose RMSE changed by < 1e-4, and the target eps = 0.30 on the residual RMSE
-    (recorded, and a stop only when ``stop_at_eps``).
+    Compose it (``Rules(search=Relaxed(Backtracking(), rho=0.4), termination=PaperStop())``)
+    or take a preset: :meth:`Rules.paper` (the Deceptron paper's protocol, the default)
+    and :meth:`Rules.certified` (what :func:`invphys.least_squares` runs).
 
-    ``armijo="step"`` tests sufficient decrease on the step actually taken,
-    Phi(x+) <= Phi(x) + c <G, x+ - x> (Armijo along the projection arc, the test that
-    makes projected Newton methods converge to KKT points); ``"proposal"`` is the
-    paper's Phi(x+) <= Phi(x) + c rho <G, p>. ``gtol`` (projected-gradient infinity
-    norm), ``xtol`` (relative step) and ``ftol`` (relative actual and predicted cost
-    reduction) are off (0) in the paper protocol and on in :func:`least_squares`.
-
-    ``endgame=True`` switches to the production stopping rules of
-    :func:`invphys.least_squares` (``xtol``, ``ftol`` and the stall test are then
-    ignored; see ``_protocol._endgame``). Success: the method's undamped Gauss-Newton
-    step is below ``rtol * |x| + atol`` in every component; the projected gradient is
-    <= ``gtol``; the residual fell below eps |r_0|; the rounding floor (the GN step,
-    already below sqrt(eps) |x|, no longer contracts); or ``stagnation`` iterations
-    without progress / ``max_rejections`` failed line searches in a row at a point whose
-    Jacobian columns are orthogonal to the residual to eps^(1/3). Once the GN step is
-    below ``polish`` |x| (scaled), the plain GN step is taken when Deuflhard's natural
-    monotonicity test accepts it (the cost cannot see the last digits of x), and Armijo
-    tolerates a rise of ``noise_tol`` ulps of Phi. All of it is off by default.
+    The old keyword fields still work as an adapter (``Rules(eps=0.3, max_iter=50)``,
+    ``Rules(rho=1.0, armijo="step", xtol=1e-14)``, ``Rules(endgame=True, rtol=...)``):
+    with no parts given they build the pair the old 20-field class described; with parts
+    given they override the part that has that field (``dataclasses.replace(rules,
+    stop_at_eps=True)`` keeps working). They read back as attributes (``rules.eps``).
     """
 
-    alpha0: float = 1.0
-    max_halvings: int = eqx.field(static=True, default=8)
-    rho: float = 0.4
-    armijo_c: float = 1e-4
-    armijo: str = eqx.field(static=True, default="proposal")
-    max_iter: int = eqx.field(static=True, default=200)
-    stall_tol: float = 1e-4
-    stall_patience: int = 20
-    eps: float = 0.30
-    stop_at_eps: bool = eqx.field(static=True, default=False)
-    gtol: float = 0.0
-    xtol: float = 0.0
-    ftol: float = 0.0
-    endgame: bool = eqx.field(static=True, default=False)
-    rtol: float = 0.0
-    atol: float = 0.0
-    noise_tol: float = 0.0
-    polish: float = 0.0
-    max_rejections: int = eqx.field(static=True, default=12)
-    stagnation: int = eqx.field(static=True, default=10)
+    search: AbstractSearch
+    termination: AbstractTermination
+    max_iter: int = eqx.field(static=True)
+
+    def __init__(self, search: AbstractSearch | None = None,
+                 termination: AbstractTermination | None = None, *, max_iter: int = 200,
+                 **legacy):
+        unknown = set(legacy) - set(_LEGACY)
+        if unknown:
+            raise TypeError(f"Rules got unexpected keyword(s) {sorted(unknown)}")
+        if search is None and termination is None:
+            search, termination = _legacy(**{**_LEGACY, **legacy})
+        else:
+            if search is None:
+                search = Relaxed(Backtracking(), rho=0.4)
+            if termination is None:
+                termination = PaperStop()
+            for name, value in legacy.items():
+                if name == "endgame":
+                    if bool(value) != isinstance(termination, CertifiedStop):
+                        raise TypeError("endgame= cannot switch a composed Rules' "
+                                        "termination: pass termination=CertifiedStop(...)")
+                    continue
+                if name == "rho" and not any(isinstance(p, Relaxed) for p in _parts(search)):
+                    search = Relaxed(search, rho=value) if value != 1.0 else search
+                    continue
+                hits = [_override(part, name, value) for part in (search, termination)]
+                if hits[0] is None and hits[1] is None:
+                    raise TypeError(f"Rules: neither {type(search).__name__} nor "
+                                    f"{type(termination).__name__} has a field {name!r}")
+                search = search if hits[0] is None else hits[0]
+                termination = termination if hits[1] is None else hits[1]
+        self.search = search
+        self.termination = termination
+        self.max_iter = int(max_iter)
 
     def __check_init__(self):
-        if self.armijo not in ("proposal", "step"):
-            raise ValueError(f"armijo must be 'proposal' or 'step', got {self.armijo!r}")
-        if self.max_iter < 1 or self.max_halvings < 0:
-            raise ValueError("max_iter must be >= 1 and max_halvings >= 0")
+        if self.max_iter < 1:
+            raise ValueError("max_iter must be >= 1")
+        if not isinstance(self.search, AbstractSearch):
+            raise TypeError(f"search must be an AbstractSearch, got {type(self.search)}")
+        if not isinstance(self.termination, AbstractTermination):
+            raise TypeError("termination must be an AbstractTermination, got "
+                            f"{type(self.termination)}")
+
+    @classmethod
+    def paper(cls, *, eps: float = 0.30, max_iter: int = 200, rho: float = 0.4,
+              stop_at_eps: bool = False, stall_tol: float = 1e-4,
+              stall_patience: int = 20) -> Rules:
+        """The Deceptron paper's protocol (the default): alpha0 = 1 halved up to 8 times,
+        relaxation rho = 0.4, Armijo c = 1e-4 on the proposal, the eps/stall stop."""
+        return cls(Relaxed(Backtracking(), rho=rho),
+                   PaperStop(eps=eps, stall_tol=stall_tol, stall_patience=stall_patience,
+                             stop_at_eps=stop_at_eps), max_iter=max_iter)
+
+    @classmethod
+    def certified(cls, *, rtol: float = 1e-10, atol: float = 0.0, gtol: float = 0.0,
+                  max_iter: int = 1000, polish: float = 1e-6) -> Rules:
+        """The production protocol of :func:`invphys.least_squares`: no relaxation,
+        Armijo along the projection arc tolerating 16 ulps of Phi, Gauss-Newton
+        polishing below ``polish`` |x|, and the certified stopping rules."""
+        search = Backtracking(armijo="step", noise_tol=16.0)
+        if polish > 0:
+            search = Polished(search, polish=polish)
+        return cls(search, CertifiedStop(rtol=rtol, atol=atol, gtol=gtol),
+                   max_iter=max_iter)
+
+    # ----------------------------------------------------- legacy attribute reads
+    def _get(self, name):
+        if name == "endgame":
+            return isinstance(self.termination, CertifiedStop)
+        if name == "rho":
+            relaxed = [p for p in _parts(self.search) if isinstance(p, Relaxed)]
+            return relaxed[0].rho if relaxed else 1.0
+        for obj in (self.search, self.termination):
+            for part in _parts(obj):
+                if any(f.name == name for f in dataclasses.fields(part)):
+                    return getattr(part, name)
+        return _LEGACY[name]
 
 
-def result_names(codes) -> list[str]:
-    """The names (``"stalled"``, ...) of a solve's ``stats["result"]`` codes (any shape)."""
-    import numpy as np
+def _legacy_property(name):
+    return property(lambda self: self._get(name), doc=f"The legacy field ``{name}``.")
 
-    names = {int(item._value): name for name, item in RESULTS._name_to_item.items()}
-    return [names[int(c)] for c in np.atleast_1d(np.asarray(codes)).ravel()]
+
+for _name in _LEGACY:
+    setattr(Rules, _name, _legacy_property(_name))
+del _name
