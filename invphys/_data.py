@@ -162,3 +162,40 @@ def normalise_obs(y, normaliser: Normaliser, signal_only: bool = False):
 def spec_normaliser(problem: Problem) -> Normaliser:
     """The normaliser of the spec's training split (simulated from the spec's seed)."""
     return make_dataset(problem, n_val=1, n_test=1).normaliser
+
+
+# ----------------------------------------------- the whitened space and its signal basis
+def whitened_normaliser(normaliser: Normaliser, sigma: float) -> tuple[Normaliser, np.ndarray]:
+    """(white, keep): ``normaliser`` with every scale set to the noise std ``sigma``, and
+    the indices of the outputs it marks as carrying signal.
+
+    In ``white.transform(y)[..., keep]`` the noise has unit variance, so an RMSE of 1 is
+    the noise level (a target of ~1.1 is the discrepancy principle), and the noise-only
+    outputs (Heat's pinned endpoints) are left out.
+    """
+    keep = np.flatnonzero(np.asarray(normaliser.signal))
+    white = Normaliser(mean=normaliser.mean, scale=jnp.full_like(normaliser.scale, sigma),
+                       signal=normaliser.signal)
+    return white, keep
+
+
+def signal_basis(w_train) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, orthonormal basis U (m x k), eigenvalues) of the directions in which whitened
+    training outputs (noise covariance I) carry signal.
+
+    The largest eigenvalue of the sample covariance of pure unit noise sits at the
+    Marchenko-Pastur edge (1 + sqrt(m / N))^2 with Tracy-Widom fluctuations of scale
+    (sqrt N + sqrt m)(1 / sqrt N + 1 / sqrt m)^(1/3) / N (Johnstone 2001); directions
+    more than 4 such scales above the edge carry signal. Projecting a whitened
+    residual onto them before it enters an inverse map g drops the part of the noise
+    that g would amplify into x directions the forward map erases (a learned
+    truncated-SVD filter). At least one direction is always kept.
+    """
+    w = np.asarray(w_train, np.float64)
+    count, m = w.shape
+    mean = w.mean(axis=0)
+    lam, U = np.linalg.eigh(np.cov(w, rowvar=False))
+    lam, U = lam[::-1], U[:, ::-1]
+    tw = (np.sqrt(count) + np.sqrt(m)) * (1 / np.sqrt(count) + 1 / np.sqrt(m)) ** (1 / 3) / count
+    k = max(int(np.sum(lam > (1.0 + np.sqrt(m / count)) ** 2 + 4.0 * tw)), 1)
+    return mean, U[:, :k], lam

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -112,11 +112,11 @@ class Problem(eqx.Module):
     def __init__(
         self,
         forward: Callable[[Array], Array],
-        lower: ArrayLike | None = None,
-        upper: ArrayLike | None = None,
+        lower: ArrayLike | Sequence[float] | None = None,
+        upper: ArrayLike | Sequence[float] | None = None,
         *,
         x_size: int | None = None,
-        pinned: ArrayLike | None = None,
+        pinned: ArrayLike | Sequence[int] | None = None,
         pin_value: float = 0.0,
         sampler: Callable | None = None,
         noise: AbstractNoise | float | None = None,
@@ -235,3 +235,97 @@ class Problem(eqx.Module):
         object.__setattr__(new, "fn", forward)
         object.__setattr__(new, "name", name or self.name)
         return new
+
+
+# ------------------------------------------------------------ input validation
+def as_real_array(name: str, a: Any) -> Any:
+    """``a`` (a list, NumPy or JAX array, integers allowed) as a real floating array,
+    checked on concrete values only: a complex, boolean, non-numeric or ragged input is
+    a :class:`ShapeError` naming ``name``. Tracers pass through unchanged."""
+    if not is_concrete(a):
+        return a
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise ShapeError(f"{name} is not an array of numbers ({e})") from None
+    if arr.dtype == object:
+        raise ShapeError(f"{name} is not a rectangular array of numbers")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ShapeError(f"{name} holds complex values ({arr.dtype}); invphys solves real "
+                         "problems: pass the real part explicitly if that is what you mean")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ShapeError(f"{name} holds {arr.dtype} values, expected real numbers")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def validate_solve_inputs(problem: Problem, y_obs: Any, x0: Any = None, *,
+                          inverse: Callable | None = None) -> tuple[Any, Any]:
+    """Check a solve's inputs while they are concrete, before any tracing; return them as
+    real floating arrays ``(y_obs, x0)`` (``x0`` None stays None).
+
+    Every failure is a typed error naming the argument: :class:`ShapeError` for a
+    complex, boolean or non-numeric array, a wrong rank or length, an empty batch,
+    ``x0``/``y_obs`` batches of different sizes, or an ``inverse`` (D-IPG's learned g:
+    one y -> one x) of the wrong shape; :class:`NonFiniteError` for NaN or inf. This is
+    what the CLI calls, and what the public ``invphys.solve`` / ``least_squares``
+    wrappers should call first (they hold concrete values; the jitted core never does).
+    """
+    y = as_real_array("y_obs", y_obs)
+    if np.ndim(y) == 0:
+        raise ShapeError("y_obs must be an array of observations (m,) or (batch, m), "
+                         "got a scalar")
+    if np.ndim(y) > 2:
+        raise ShapeError(f"y_obs has shape {np.shape(y)}, expected (m,) or (batch, m)")
+    x = None if x0 is None else as_real_array("x0", x0)
+    n = problem.x_size
+    if n is None and x is not None and np.ndim(x) >= 1:
+        n = int(np.shape(x)[-1])
+    if n is not None:
+        dtype = jnp.result_type(float)
+        try:
+            out = jax.eval_shape(problem.fn, jax.ShapeDtypeStruct((n,), dtype))
+        except Exception as e:  # noqa: BLE001 -- a user forward map can fail any way
+            raise ShapeError(f"{problem.name}: forward fails on one x of shape ({n},): "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                             ) from None
+        if not hasattr(out, "shape") or len(out.shape) != 1:
+            raise ShapeError(f"{problem.name}: forward must return a vector, got "
+                             f"{getattr(out, 'shape', type(out).__name__)}")
+        m = out.shape[0]
+        if np.shape(y)[-1] != m:
+            raise ShapeError(f"y_obs has shape {np.shape(y)}, expected ({m},) or (batch, {m})")
+    if np.ndim(y) == 2 and np.shape(y)[0] == 0:
+        raise ShapeError(f"y_obs is an empty batch (shape {np.shape(y)}): "
+                         "give at least one observation")
+    if np.size(y) == 0:
+        raise ShapeError(f"y_obs is empty (shape {np.shape(y)})")
+    check_finite("y_obs", y)
+    if x is not None:
+        if np.ndim(x) not in (1, 2) or (n is not None and np.shape(x)[-1] != n):
+            raise ShapeError(f"x0 has shape {np.shape(x)}, expected ({n},) or (batch, {n})")
+        if np.ndim(x) == 2:
+            if np.ndim(y) != 2:
+                raise ShapeError(f"x0 has a batch axis (shape {np.shape(x)}) but y_obs "
+                                 f"does not (shape {np.shape(y)})")
+            if np.shape(x)[0] != np.shape(y)[0]:
+                raise ShapeError(f"x0 and y_obs batches differ in size: x0 has "
+                                 f"{np.shape(x)[0]} starts, y_obs {np.shape(y)[0]} "
+                                 "observations")
+        check_finite("x0", x)
+    if inverse is not None:
+        if not callable(inverse):
+            raise ShapeError(f"inverse must be callable (one y -> one x), got "
+                             f"{type(inverse).__name__}")
+        m = np.shape(y)[-1]
+        dtype = jnp.result_type(float)
+        try:
+            got = jax.eval_shape(inverse, jax.ShapeDtypeStruct((m,), dtype))
+        except Exception as e:  # noqa: BLE001 -- a user inverse can fail any way
+            raise ShapeError(f"inverse fails on one y of shape ({m},): {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        if getattr(got, "shape", None) != (n,):
+            raise ShapeError(f"inverse maps one y of shape ({m},) to shape "
+                             f"{getattr(got, 'shape', type(got).__name__)}, expected ({n},)")
+    return y, x

@@ -40,6 +40,18 @@ def part(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
+def _submodule(root: Path, name: str) -> bool:
+    """Whether ``from root import name`` gives a subpackage or module of the root, not a
+    name the root's ``__init__`` binds (a re-export may shadow a subpackage's name)."""
+    if not ((root / name).is_dir() or (root / f"{name}.py").is_file()):
+        return False
+    init = root / "__init__.py"
+    tree = ast.parse(init.read_text()) if init.is_file() else ast.Module(body=[])
+    bound = {a.asname or a.name for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom | ast.Import) for a in node.names}
+    return name not in bound
+
+
 def check(path: Path, root: Path) -> list[str]:
     name = module_name(path, root)
     pkg = root.name
@@ -50,7 +62,9 @@ def check(path: Path, root: Path) -> list[str]:
         where = f"{os.path.relpath(path)}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.ImportFrom):
             src = resolve(node, name, path.name == "__init__.py")
-            if src == pkg and below_cli:
+            if src == pkg and below_cli and not all(_submodule(root, a.name) for a in node.names):
+                # ``from .. import optim`` names a subpackage (fine); ``from .. import solve``
+                # reaches a name the root re-exports (not fine)
                 out.append(f"{where}: imports the package root ({pkg}); import from the layer")
             if src.split(".")[0] != pkg or part(src) == part(name):
                 continue

@@ -62,3 +62,85 @@ def assert_identical(a, b):
     for x, y in zip(la, lb, strict=True):
         assert x.dtype == y.dtype and x.shape == y.shape
         np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------ solver tables (methods x problems)
+# The invariant tests in test_solve.py run over the cross product of these two tables:
+# a new method or problem is one line. Each problem entry builds (Problem, y batch (3, m),
+# x0, exact inverse or None); each method entry builds a descent from that entry (None:
+# the method does not apply, e.g. D-IPG without an exact inverse).
+def _linear_entry():
+    import jax.numpy as jnp
+
+    k1, k2 = jax.random.split(jax.random.key(4))
+    A = jax.random.normal(k1, (8, 4))
+    p = invphys.Problem(forward=lambda x: A @ x, lower=-0.5 * jnp.ones(4),
+                        upper=0.5 * jnp.ones(4))
+    ys = jnp.stack([A @ jnp.full(4, 0.2 * i) + 0.1 * jax.random.normal(k2, (8,))
+                    for i in range(3)])
+    pinv = jnp.linalg.pinv(A)
+    return p, ys, jnp.zeros(4), (lambda z: pinv @ z)
+
+
+def _mgh_entry(name, bounded=False):
+    import jax.numpy as jnp
+
+    from invphys.certify import MGH_BOUNDED, get_mgh
+
+    prob = next(q for q in MGH_BOUNDED if q.name == name) if bounded else get_mgh(name)
+    p = invphys.Problem(forward=prob.residual, lower=getattr(prob, "lower", None),
+                        upper=getattr(prob, "upper", None), x_size=prob.n)
+    x0 = p.project(jnp.asarray(prob.x0, float))
+    ys = jnp.stack([jnp.zeros(prob.m), 0.01 * jnp.ones(prob.m), -0.01 * jnp.ones(prob.m)])
+    return p, ys, x0, None
+
+
+def _physics_entry(name, fidelity):
+    p = problem(name, fidelity)
+    xs = p.sample(jax.random.key(0), 3)
+    _, ys = p.observe(jax.random.key(1), xs)
+    return p, ys, p.start(ys.dtype), None
+
+
+PROBLEMS = {
+    "linear": _linear_entry,
+    "mgh-beale": lambda: _mgh_entry("beale"),
+    "mgh-rosenbrock-bounded": lambda: _mgh_entry("rosenbrock_bounded", bounded=True),
+    **{f"{n}-{f}": functools.partial(_physics_entry, n, f) for n, f in FIDELITIES},
+}
+#: the problems the default run covers (small MGH and the physics fidelities: -m slow)
+FAST_PROBLEMS = ("linear", "mgh-rosenbrock-bounded")
+
+
+def _dipg(entry):
+    from invphys.solve import DIPG
+
+    inverse = entry[3]
+    return None if inverse is None else DIPG(inverse=inverse, form="local")
+
+
+def _method_table():
+    from invphys.solve import (
+        GaussNewton,
+        LevenbergMarquardt,
+        LevenbergMarquardtCG,
+        ProjectedGradient,
+    )
+
+    return {
+        "pg": lambda e: ProjectedGradient(),
+        "dipg-exact": _dipg,
+        "gn": lambda e: GaussNewton(),
+        "lm-direct": lambda e: LevenbergMarquardt(solver="direct"),
+        "lm-cg": lambda e: LevenbergMarquardtCG(),
+        "lm-production": lambda e: LevenbergMarquardt(damping0=1e-12, geodesic=0.75,
+                                                      production=True),
+    }
+
+
+METHODS = _method_table()
+
+
+@functools.cache
+def problem_entry(name):
+    return PROBLEMS[name]()

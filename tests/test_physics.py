@@ -137,7 +137,7 @@ def test_oscillator_rk4_is_fourth_order():
     theta = REGIMES["under"]
     errs = []
     for n_obs in (33, 65, 129):  # the step (= sample spacing) halves each time
-        f = Oscillator(n_obs=n_obs, t_final=5.0, fidelity="paper", rtol=0, atol=0, max_steps=0)
+        f = Oscillator(n_obs=n_obs, t_final=5.0, fidelity="paper", rtol=0.0, atol=0.0, max_steps=0)
         got = np.asarray(f(jnp.asarray(theta)))
         t = np.linspace(0.0, 5.0, n_obs)
         errs.append(np.max(np.abs(got - _closed_form(*theta, t))))

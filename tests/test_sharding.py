@@ -1,4 +1,5 @@
-"""A batched solve sharded across (fake CPU) devices equals the unsharded solve."""
+"""A batched solve sharded across (fake CPU) devices, compacted or not, equals the
+unsharded solve."""
 
 import subprocess
 import sys
@@ -19,6 +20,9 @@ SCRIPT = textwrap.dedent(
         assert sharded.x.shape == plain.x.shape == (10, 4)
         np.testing.assert_allclose(sharded.x, plain.x, rtol=1e-12, atol=1e-14)
         np.testing.assert_array_equal(sharded.steps, plain.steps)
+        both = invphys.solve(p, ys, jnp.zeros(4), method=method, shard=True, compact=3)
+        np.testing.assert_allclose(both.x, plain.x, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(both.steps, plain.steps)
     print("SHARDED-OK")
     """
 )

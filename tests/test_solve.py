@@ -7,7 +7,16 @@ import pytest
 import scipy.optimize
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from problem_table import box_linear_lsq, kkt_holds
+from problem_table import (
+    FAST_PROBLEMS,
+    PROBLEMS,
+    box_linear_lsq,
+    kkt_holds,
+    problem_entry,
+)
+from problem_table import (
+    METHODS as METHOD_TABLE,
+)
 
 import invphys
 from invphys import DIPG, GaussNewton, Rules
@@ -253,3 +262,192 @@ def test_lm_kkt_on_bounded_nonlinear(prob):
     grad = jax.jacfwd(prob.residual)(s.x).T @ prob.residual(s.x)
     assert kkt_holds(grad, s.x, lo, hi, 1e-6 * max(1.0, float(jnp.max(jnp.abs(grad)))),
                      bound_slack=1e-10)
+
+
+# ------------------------------------------------- invariants over the shared tables
+def _table_params():
+    return [pytest.param(m, q, id=f"{m}-{q}",
+                         marks=() if q in FAST_PROBLEMS else pytest.mark.slow)
+            for q in PROBLEMS for m in METHOD_TABLE]
+
+
+TABLE_RULES = Rules(max_iter=12)
+
+
+@pytest.mark.parametrize(("mname", "pname"), _table_params())
+def test_invariants_over_methods_x_problems(mname, pname):
+    """Armijo replay, feasibility and batch == single for every (method, problem)."""
+    entry = problem_entry(pname)
+    method = METHOD_TABLE[mname](entry)
+    if method is None:
+        pytest.skip("the method does not apply (no exact inverse)")
+    p, ys, x0, _ = entry
+    batch = invphys.solve(p, ys, x0, method=method, rules=TABLE_RULES)
+    for i in range(ys.shape[0]):
+        h = np.asarray(batch.history["rmse"][i])
+        acc = np.asarray(batch.history["accepted"][i])
+        phi = 0.5 * h**2
+        for k in range(int(batch.steps[i])):
+            if acc[k]:
+                assert phi[k + 1] <= phi[k] * (1 + 1e-12) + 1e-300
+            else:
+                assert phi[k + 1] == phi[k]
+    assert bool(jnp.all(p.is_feasible(batch.x)))
+    one = invphys.solve(p, ys[1], x0, method=method, rules=TABLE_RULES)
+    np.testing.assert_allclose(batch.x[1], one.x, rtol=1e-10, atol=1e-12)
+    assert int(batch.steps[1]) == int(one.steps)
+
+
+@pytest.mark.parametrize("mname", [m if m in ("pg", "lm-direct") else
+                                   pytest.param(m, marks=pytest.mark.slow)
+                                   for m in METHOD_TABLE])
+def test_compact_equals_batch_over_methods(mname):
+    entry = problem_entry("linear")
+    method = METHOD_TABLE[mname](entry)
+    p, ys, x0, _ = entry
+    rules = Rules(max_iter=12, stall_patience=3)
+    full = invphys.solve(p, ys, x0, method=method, rules=rules)
+    comp = invphys.solve(p, ys, x0, method=method, rules=rules, compact=2)
+    np.testing.assert_array_equal(np.asarray(comp.steps), np.asarray(full.steps))
+    np.testing.assert_allclose(comp.x, full.x, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------- fairness: search and termination are shared
+def test_search_and_termination_decide_for_every_method():
+    """Swap the method under one Rules: the acceptance test and the stopping decision are
+    the shared objects' (a search that takes alpha = 1/4 always, a stop after 3
+    iterations), whatever the method would have done."""
+    from invphys.solve import AbstractSearch, AbstractTermination, SearchResult, Trial
+    from invphys.solve._search import objective
+
+    class QuarterStep(AbstractSearch):
+        def run(self, descent, fn, x, y_obs, lin, query, cset, newton):
+            alpha = jnp.asarray(0.25, x.dtype)
+            p = descent.step(fn, x, y_obs, lin, query, Trial(alpha=alpha, index=jnp.asarray(2)))
+            x_new = cset.project(x + p)
+            return SearchResult(accepted=jnp.asarray(True), trial=Trial(alpha, jnp.asarray(2)),
+                                x=x_new, phi=objective(fn, x_new, y_obs), nfev=jnp.asarray(1),
+                                floor=jnp.asarray(False))
+
+    class ThreeSteps(AbstractTermination):
+        eps: float = 0.0
+        stop_at_eps: bool = False
+
+        def init(self, x0, phi0):
+            return jnp.asarray(0)
+
+        def check(self, state, it):
+            return state + 1 >= 3, invphys.RESULTS.stalled, state + 1
+
+    rules = Rules(QuarterStep(), ThreeSteps(), max_iter=50)
+    entry = problem_entry("linear")
+    p, ys, x0, _ = entry
+    for mname, make in METHOD_TABLE.items():
+        s = invphys.solve(p, ys[0], x0, method=make(entry), rules=rules)
+        assert int(s.steps) == 3, mname
+        assert s.message == invphys.RESULTS[invphys.RESULTS.stalled]
+        np.testing.assert_array_equal(np.asarray(s.history["alpha"][:3]), 0.25)
+        assert bool(jnp.all(s.history["accepted"][:3]))
+
+
+# ------------------------------------------------------------------ rules as a composition
+def test_rules_presets_and_legacy_keywords():
+    import dataclasses
+
+    from invphys.solve import Backtracking, CertifiedStop, PaperStop, Polished, Relaxed
+
+    assert Rules() == Rules.paper()
+    r = Rules(eps=0.1, max_iter=7, rho=1.0, armijo="step")
+    assert isinstance(r.search, Relaxed) and r.search.search.armijo == "step"
+    assert isinstance(r.termination, PaperStop) and r.eps == 0.1 and r.max_iter == 7
+    r2 = dataclasses.replace(r, stop_at_eps=True)
+    assert r2.stop_at_eps and r2.eps == 0.1 and r2.search == r.search
+    c = Rules.certified(rtol=1e-8)
+    assert isinstance(c.search, Polished) and isinstance(c.search.search, Backtracking)
+    assert isinstance(c.termination, CertifiedStop) and c.endgame and c.rho == 1.0
+    with pytest.raises(TypeError):
+        Rules(bogus=1)
+    with pytest.raises(ValueError, match="armijo"):
+        Backtracking(armijo="wolfe")
+
+
+def test_cg_descent_takes_a_preconditioner():
+    from invphys.solve import JacobiPreconditioner, LevenbergMarquardtCG
+
+    p, A, y = linear_problem(8)
+    x_ls = np.linalg.lstsq(np.asarray(A), np.asarray(y), rcond=None)[0]
+    rules = Rules(rho=1.0, max_iter=40, armijo="step", xtol=1e-14)
+    for pre in (None, JacobiPreconditioner()):
+        s = invphys.solve(p, y, jnp.zeros(5), rules=rules,
+                          method=LevenbergMarquardtCG(preconditioner=pre))
+        np.testing.assert_allclose(s.x, x_ls, atol=1e-8)
+
+
+# ------------------------------------------------------------------------ traceability
+def test_core_under_jit_vmap_equals_batched_solve():
+    from invphys.solve import solve_core
+
+    p = invphys.load_problem("heat1d")
+    xs = p.sample(jax.random.key(0), 8)
+    _, Y = p.observe(jax.random.key(1), xs)
+    x0 = p.start(Y.dtype)
+    rules = Rules(max_iter=20)
+    core = jax.jit(jax.vmap(lambda y: solve_core(p.fn, y, x0, cset=p, method="gn",
+                                                 rules=rules)))(Y)
+    ref = invphys.solve(p, Y, x0, method="gn", rules=rules)
+    np.testing.assert_allclose(core.x, ref.x, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(core.steps, ref.steps)
+    # the public wrapper itself under a user's vmap (the issue's one-liner)
+    X0 = jnp.broadcast_to(x0, (8, x0.size))
+    v = jax.vmap(lambda y, x: invphys.solve(p, y, x, method="gn", rules=rules).x)(Y, X0)
+    np.testing.assert_allclose(v, ref.x, rtol=0, atol=1e-12)
+
+
+def _fd_grad_check(fn, y, x0, cset, scalar, h=1e-6, count=4):
+    from invphys.solve import LevenbergMarquardt, solve_core
+
+    rules = Rules.certified(rtol=1e-13)
+    f = lambda yy: scalar(solve_core(fn, yy, x0, cset=cset, method=LevenbergMarquardt(),  # noqa
+                                     rules=rules).x)
+    g = np.asarray(jax.grad(f)(y))
+    fj = jax.jit(f)
+    fd = np.array([(fj(y.at[i].add(h)) - fj(y.at[i].add(-h))) / (2 * h) for i in range(count)])
+    np.testing.assert_allclose(g[:count], fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
+
+
+def test_grad_wrt_y_obs_bounded_mgh_with_active_bound():
+    from invphys.solve import solve_core
+
+    prob = next(q for q in MGH_BOUNDED if q.name == "rosenbrock_bounded")
+    box = invphys.Problem(forward=prob.residual, lower=prob.lower, upper=prob.upper)
+    x0 = box.project(jnp.asarray(prob.x0))
+    s = solve_core(prob.residual, jnp.zeros(prob.m), x0, cset=box, method="lm",
+                   rules=Rules.certified())
+    assert bool(jnp.any(s.active))
+    _fd_grad_check(prob.residual, jnp.zeros(prob.m), x0, box,
+                   lambda x: jnp.vdot(jnp.array([0.7, 1.3]), x), count=prob.m)
+
+
+@pytest.mark.slow
+def test_grad_wrt_y_obs_oscillator():
+    """Through an identifiable scalar (m, c, k are known only up to scale: the tangent
+    is the minimum-norm one, right for what the data determine)."""
+    o = invphys.load_problem("oscillator")
+    y = o.fn(o.sample(jax.random.key(2), 1)[0])
+    _fd_grad_check(o.fn, y, o.start(y.dtype), o,
+                   lambda x: x[1] / x[0] + 0.7 * x[2] / x[0] + 1.3 * x[3] + 0.9 * x[4])
+
+
+def test_vmap_over_problem_parameters_as_args():
+    from invphys.solve import solve_core
+
+    t = jnp.linspace(0.0, 2.0, 12)
+    f = lambda x, k: x[0] * jnp.exp(-k * t) + x[1]  # noqa: E731
+    ks = jnp.array([0.5, 1.0, 2.0])
+    Y = jax.vmap(lambda k: f(jnp.array([1.5, 0.2]), k))(ks)
+    sols = jax.jit(jax.vmap(lambda y, k: solve_core(f, y, jnp.zeros(2), k, method="lm",
+                                                    rules=Rules.certified())))(Y, ks)
+    np.testing.assert_allclose(sols.x, jnp.tile(jnp.array([1.5, 0.2]), (3, 1)), atol=1e-9)
+    dk = jax.grad(lambda k: solve_core(f, Y[1], jnp.zeros(2), k, method="lm",
+                                       rules=Rules.certified()).x[0])(1.0)
+    assert np.isfinite(float(dk))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import tomllib
 from pathlib import Path
 
 from .._configs import OPTIMIZER_NAMES
-from .._errors import SpecError
+from .._errors import NonFiniteError, SpecError
+from .._io import check_output_dir
 from .._spec import load_spec
 from ..learn import train_from_spec, train_net_from_spec
+from ._checks import at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "protocol (the spec's [train] section). Writes model.eqx, normaliser.npz, "
         "card.json (config, metrics, data digest, versions, training time), the "
         "resumable training state and a per-epoch log.jsonl to --out, atomically.",
+        epilog="Exit status: 0 trained; 1 the training diverged (a non-finite loss: it "
+        "stops at once, keeps the state saved after the last good epoch and says so); "
+        "2 bad input (nothing computed).",
     )
     p.add_argument("spec", help="bundled spec name (heat1d, oscillator, deblur2d) or a "
                    ".toml path; a deblur2d spec trains DeceptronNet v0")
@@ -59,6 +65,8 @@ def parse_set(items: list[str]) -> dict:
 
 def build_spec(args: argparse.Namespace):
     """The spec with the command line's overrides applied (and validated)."""
+    at_least("--epochs", args.epochs, 1)
+    at_least("--seed", args.seed, 0)
     overrides = parse_set(args.set)
     if args.model:
         overrides["train.model"] = args.model
@@ -79,9 +87,18 @@ def build_spec(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, what="--out")
     spec = build_spec(args)
-    if spec.problem == "deblur2d":
-        return run_deceptronnet(spec, args)
+    try:
+        if spec.problem == "deblur2d":
+            return run_deceptronnet(spec, args)
+        return run_deceptron(spec, args)
+    except NonFiniteError as e:  # the run started and diverged: not a bad input
+        print(f"invphys train: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+
+
+def run_deceptron(spec, args: argparse.Namespace) -> int:
     ckpt = train_from_spec(spec, out=args.out, resume=args.resume, overwrite=args.force,
                            progress=not args.quiet)
     m, card = ckpt.metrics, ckpt.card

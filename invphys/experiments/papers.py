@@ -47,6 +47,11 @@ from .report import Report, check_readme, readme_section, update_readme, write
 #: paper name -> the module that defines its ``PAPER``.
 PAPERS: dict[str, str] = {
     "deceptron": "invphys.experiments.deceptron",
+    "diag-gn": "invphys.experiments.diag_gn",
+    "full-gn": "invphys.experiments.full_gn",
+    "sgn": "invphys.experiments.sgn",
+    "mixed-newton": "invphys.experiments.mixed_newton",
+    "ddpinn": "invphys.experiments.ddpinn",
 }
 DEFAULT = "deceptron"
 ALL = "all"

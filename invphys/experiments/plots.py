@@ -13,7 +13,7 @@ def plot_observations(problem, x, y_clean, y_noisy, max_curves: int = 4):
     """x (left) and its clean and noisy observation (right), a few samples."""
     x, y_clean, y_noisy = (np.atleast_2d(np.asarray(a)) for a in (x, y_clean, y_noisy))
     k = min(len(x), max_curves)
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     if problem.spec is not None and problem.spec.problem == "oscillator":
         from ..physics.oscillator import PARAMS
@@ -23,23 +23,27 @@ def plot_observations(problem, x, y_clean, y_noisy, max_curves: int = 4):
             ax0.bar(np.arange(5) + i * width, x[i], width, color=colors[i % len(colors)])
         ax0.set_xticks(np.arange(5) + 0.4 - width / 2, PARAMS)
         ax0.set_title("unknown theta")
+        ax0.set_xlabel("parameter")
+        ax0.set_ylabel("value (model units)")
         t = np.linspace(0, problem.spec["physics"]["t_final"], y_clean.shape[1])
-        ax1.set_xlabel("t")
+        ax1.set_xlabel("time t (model units)")
+        ax1.set_ylabel("displacement x(t) (model units)")
     else:
         grid = np.linspace(0, 1, x.shape[1])
         for i in range(k):
             ax0.plot(grid, x[i], color=colors[i % len(colors)])
         ax0.set_title("unknown x (initial state)")
-        ax0.set_xlabel("position")
+        ax0.set_xlabel("position s (rod length 1)")
+        ax0.set_ylabel("initial temperature u0(s)")
         t = np.linspace(0, 1, y_clean.shape[1])
-        ax1.set_xlabel("position")
+        ax1.set_xlabel("position s (rod length 1)")
+        ax1.set_ylabel("observed temperature u(s, T)")
     for i in range(k):
         c = colors[i % len(colors)]
         ax1.plot(t, y_clean[i], color=c, lw=1.5)
         ax1.plot(t, y_noisy[i], ".", color=c, ms=3)
     ax1.set_title("observation: clean (line) and noisy (dots)")
     fig.suptitle(f"{problem.name}: {k} sample(s)")
-    fig.tight_layout()
     return fig
 
 
@@ -48,7 +52,7 @@ def plot_convergence(histories: dict, eps: float | None = None, title: str = "",
     (thin lines for every run when there are few)."""
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, h) in enumerate(histories.items()):
         h = np.atleast_2d(np.asarray(h, float))
@@ -72,7 +76,7 @@ def plot_convergence(histories: dict, eps: float | None = None, title: str = "",
         ax.axhline(eps, color="k", ls="--", lw=0.8, label=f"eps = {eps}")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("normalised residual RMSE")
+    ax.set_ylabel("residual RMSE (normalised output units)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best", framealpha=0.8)
     return ax.figure if own else ax

@@ -39,7 +39,7 @@ from ._losses import (
 from ._metrics import evaluate, median_rel_errors
 from ._optimizers import make_optimizer
 from ._store import read_log
-from ._train import DeceptronTask, train_deceptron, train_from_spec
+from ._train import DeceptronTask, steps_per_epoch, task_data, train_deceptron, train_from_spec
 from ._train_net import (
     DeceptronNetTask,
     NetCheckpoint,
@@ -61,7 +61,8 @@ __all__ = [
     "deceptron_outputs", "draw_probes", "evaluate", "fit", "jcp_estimate", "jcp_exact",
     "jcp_from_probes", "load_checkpoint", "load_deceptron", "load_deceptronnet",
     "load_net_checkpoint", "loss_terms", "make_optimizer", "matches", "median_rel_errors",
-    "predict", "read_log", "ridge_forward", "ridge_inverse", "split_keys", "terms_from_outputs",
+    "predict", "read_log", "ridge_forward", "ridge_inverse", "split_keys", "steps_per_epoch",
+    "task_data", "terms_from_outputs",
     "total_loss", "train_deceptron", "train_deceptronnet", "train_from_spec",
     "train_net_from_spec", "x_rmse",
 ]

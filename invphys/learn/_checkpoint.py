@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ from ._metrics import evaluate
 from ._store import (
     CARD_FILE,
     MODEL_FILE,
+    StoredModel,
     card_base,
     check_sections,
     load_tree,
@@ -39,26 +40,17 @@ EXTRA_FILES = (NORM_FILE,)
 NUMERICS_KEYS = frozenset({"fidelity", "solver", "rtol", "atol", "max_steps", "dtmax"})
 
 
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Checkpoint(StoredModel):
     """A trained Deceptron with its normaliser and model card.
 
     ``model.f(x)`` maps a raw x to normalised z; ``normaliser.transform(y)`` takes a raw
     observation to z, ``normaliser.inverse(z)`` back. ``card`` is the parsed card.json.
     """
 
+    config_type: ClassVar[type] = TrainConfig
     model: AbstractDeceptron
     normaliser: Normaliser
-    card: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.card["metrics"]
-
-    @property
-    def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.card["config"])
 
     @property
     def problem(self) -> str:

@@ -20,6 +20,7 @@ names the file, or the field that does not match.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -28,7 +29,7 @@ import os
 import platform
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -37,7 +38,7 @@ import numpy as np
 import optax
 
 from .._errors import CheckpointError
-from .._io import atomic_path, save_json
+from .._io import atomic_path, dumps_strict, save_json, save_jsonl
 
 STATE_FORMAT = "invphys-train-state/1"
 #: Headers of states written before the store was shared (still read for --resume).
@@ -168,8 +169,7 @@ def save_state(out: Path, state: Any, history: list[dict], config: Mapping[str, 
     copy of the header. The log is written first: it may run ahead of the state by an
     epoch (trimmed on resume), never behind.
     """
-    with atomic_path(out / LOG_FILE, ".jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+    save_jsonl(out / LOG_FILE, history)
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, state)
     blob = buf.getvalue()
@@ -179,7 +179,8 @@ def save_state(out: Path, state: Any, history: list[dict], config: Mapping[str, 
         "sha256": hashlib.sha256(blob).hexdigest(),
     }
     with atomic_path(out / STATE_FILE, ".eqx") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.frombuffer(json.dumps(meta).encode(), np.uint8), allow_pickle=False)
+        np.save(fh, np.frombuffer(dumps_strict(meta).encode(), np.uint8),
+                allow_pickle=False)
         fh.write(blob)
     save_json(out / STATE_META, meta)
 
@@ -231,6 +232,27 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ final checkpoint
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoredModel:
+    """A trained model with its parsed card (and its folder, when loaded); subclasses
+    name their config class and add what else their checkpoint holds."""
+
+    config_type: ClassVar[type]
+    model: Any
+    card: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.card["metrics"]
+
+    @property
+    def config(self):
+        """The training config (a key added since the card was written reads as its
+        default)."""
+        return self.config_type.from_dict(self.card["config"])
+
+
 def card_base(fmt: str, *, spec, config: Mapping[str, Any], state, digest: str,
               sizes: Mapping[str, int], complete: bool) -> dict[str, Any]:
     """The fields every card has (the task adds ``model`` and ``metrics``)."""

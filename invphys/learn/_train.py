@@ -41,6 +41,7 @@ from ._losses import (
     terms_from_outputs,
 )
 from ._optimizers import make_optimizer
+from ._store import check_out_dir
 from ._trainer import AbstractTask, TrainState, fit
 
 
@@ -253,6 +254,8 @@ def train_from_spec(
 ) -> Checkpoint:
     """Build the spec's problem, simulate its dataset, and train (the ``invphys train`` path)."""
     spec = load_spec(spec)
+    if out is not None and not overwrite:  # before the dataset is simulated
+        check_out_dir(Path(out), resume=resume, overwrite=False, extra_files=EXTRA_FILES)
     problem = load_problem(spec)
     dataset = make_dataset(problem, progress=progress)
     return train_deceptron(dataset, spec=spec, out=out, resume=resume, overwrite=overwrite,

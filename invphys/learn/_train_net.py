@@ -47,7 +47,9 @@ from ._optimizers import make_optimizer
 from ._store import (
     CARD_FILE,
     MODEL_FILE,
+    StoredModel,
     card_base,
+    check_out_dir,
     check_sections,
     load_tree,
     n_parameters,
@@ -71,21 +73,12 @@ def _jnp_dtype(cfg: NetTrainConfig):
     return jnp.float64 if cfg.dtype == "float64" else jnp.float32
 
 
-@dataclasses.dataclass(frozen=True)
-class NetCheckpoint:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NetCheckpoint(StoredModel):
     """A trained DeceptronNet with its parsed card (and its folder, when loaded)."""
 
+    config_type: ClassVar[type] = NetTrainConfig
     model: DeceptronNet
-    card: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.card["metrics"]
-
-    @property
-    def config(self) -> NetTrainConfig:
-        return NetTrainConfig.from_dict(self.card["config"])
 
 
 # --------------------------------------------------------------------------- data
@@ -265,11 +258,13 @@ class DeceptronNetTask(AbstractTask):
     def end_epoch(self, model, extra, ctx, aux, data):
         loss = float(np.mean(aux["loss"]))
         val = x_rmse(predict(model, data["y_val"]), data["x_val"]) \
-            if data["x_val"].shape[0] else float("nan")
+            if data["x_val"].shape[0] else None
         return extra, {"loss": loss, "val_x_rmse": val}
 
     def postfix(self, metrics):
-        return {"loss": f"{metrics['loss']:.3g}", "val_x_rmse": f"{metrics['val_x_rmse']:.4f}"}
+        val = metrics["val_x_rmse"]
+        return {"loss": f"{metrics['loss']:.3g}",
+                "val_x_rmse": "-" if val is None else f"{val:.4f}"}
 
 
 def _device_data(data: DeblurData, dtype) -> dict[str, Array]:
@@ -369,6 +364,8 @@ def train_net_from_spec(spec, *, out: str | Path | None = None, resume: bool = F
     spec = load_spec(spec)
     if spec.problem != "deblur2d":
         raise SpecError(f"DeceptronNet trains on deblur2d specs, not {spec.problem!r}")
+    if out is not None and not overwrite:  # before the data are drawn
+        check_out_dir(Path(out), resume=resume, overwrite=False)
     data = deblur_data(spec)
     return train_deceptronnet(data, nominal_operator(spec), spec=spec, out=out,
                               resume=resume, overwrite=overwrite, progress=progress,

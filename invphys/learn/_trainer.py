@@ -7,22 +7,14 @@ into minibatch steps (:meth:`~AbstractTask.plan`), what the model outputs on a b
 the MLP Deceptron and DeceptronNet are tasks; so is anything a user writes.
 
 The *optimizer* is any ``optax.GradientTransformation`` (wrapped to accept extra
-arguments). Every step calls it as ::
-
-    updates, opt_state = optimizer.update(
-        grads, opt_state, params,
-        model_fn=model_fn,   # params -> outputs: the model on this batch
-        loss_fn=loss_fn,     # outputs -> scalar loss (closes over the batch's targets)
-        value=value, grad=grads, value_fn=value_fn,  # optax's line-search names
-        key=key)             # a PRNG key for this step
-
-so a curvature-aware optimizer (the Gauss-Newton family of :mod:`invphys.optim`, which
+arguments). Every step calls it with the extra arguments of the contract documented
+in :mod:`invphys.optim` (``model_fn``: the model on this batch as a function of
+``params``; ``loss_fn``: the loss as a function of the outputs; ``value``, ``grad``,
+``value_fn``, ``key``), so a curvature-aware optimizer (the Gauss-Newton family, which
 forms J^T H_loss J products from ``model_fn`` and ``loss_fn``) plugs in with no change
-to the loop. Optax's own line searches read ``value``, ``grad`` and ``value_fn`` but
-reject keywords their ``value_fn`` does not take: pass ``optax.lbfgs()`` wrapped in
-:func:`invphys.optim.with_contract`, which forwards only those three.
-``params`` is the trainable part of the model (``eqx.partition(model,
-eqx.is_inexact_array)``).
+to the loop. ``params`` is the trainable part of the model (``eqx.partition(model,
+eqx.is_inexact_array)``). Optax's own line searches reject keywords their ``value_fn``
+does not take: pass ``optax.lbfgs()`` wrapped in :func:`invphys.optim.with_contract`.
 
 The loop: one progress bar, the training state saved atomically after every epoch
 (:mod:`._store`), and bit-identical resume: an epoch's randomness comes from the task's
@@ -294,11 +286,13 @@ def fit(
                 if bar is not None and per == 1:
                     bar.update(1)
             metrics = {k: np.asarray(v).item() for k, v in jax.device_get(metrics).items()}
-            if not np.isfinite(metrics.get("loss", 0.0)):
+            bad = [k for k, v in metrics.items()
+                   if isinstance(v, float) and not np.isfinite(v)]
+            if bad:
                 raise NonFiniteError(
-                    f"training diverged in epoch {int(state.epoch)} (loss {metrics['loss']}); "
-                    "the state saved after the previous epoch is kept: lower the learning "
-                    "rate or choose another optimizer")
+                    f"training diverged in epoch {int(state.epoch)} ({bad[0]} = "
+                    f"{metrics[bad[0]]}); the state saved after the previous epoch is kept: "
+                    "rerun with --force and a lower learning rate or another optimizer")
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             state = eqx.tree_at(lambda s: s.elapsed_s, state,
                                 state.elapsed_s + jnp.asarray([dt, dc], jnp.float32))

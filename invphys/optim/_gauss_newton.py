@@ -87,6 +87,12 @@ def _blocks(params, groups: Groups) -> list[list[int]]:
 
 
 def _cg_solve(matvec, rhs, structure, cg: lx.CG):
+    # lineax tests convergence per element against atol + rtol |b_i|: with atol = 0 a zero
+    # entry of b divides by zero, NaN passes as converged and CG stops after one step. So
+    # atol is floored at rtol times the root-mean-square of b (a norm-wise relative test).
+    size = sum(x.size for x in jax.tree.leaves(rhs))
+    rms = jnp.sqrt(tree_vdot(rhs, rhs) / size)
+    cg = lx.CG(rtol=cg.rtol, atol=cg.atol + cg.rtol * rms, max_steps=cg.max_steps)
     op = lx.FunctionLinearOperator(matvec, structure,
                                    tags=(lx.symmetric_tag, lx.positive_semidefinite_tag))
     sol = lx.linear_solve(op, rhs, cg, throw=False)
@@ -153,8 +159,9 @@ def _finish_step(state, params, direction, value0, slope, predicted_fn, value_fn
     rho = jnp.where(predicted > 0, actual / jnp.where(predicted > 0, predicted, 1.0), -jnp.inf)
     rho = jnp.where(jnp.isfinite(actual), rho, -jnp.inf).astype(dtype)
     accepted = jnp.isfinite(f_new) & (actual > 0) & (rho > accept_threshold)
-    scale = jnp.where(accepted, alpha, 0.0)
-    updates = jax.tree.map(lambda x: (scale * x).astype(x.dtype), direction)
+    # where, not a zero scale: a rejected direction may hold NaN, and 0 * NaN = NaN
+    updates = jax.tree.map(lambda x: jnp.where(accepted, alpha * x, 0.0).astype(x.dtype),
+                           direction)
     return updates, state._replace(count=state.count + 1, damping=new_damping(rho), rho=rho,
                                    predicted=predicted, actual=actual,
                                    step_size=alpha.astype(dtype), accepted=accepted)

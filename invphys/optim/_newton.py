@@ -244,6 +244,7 @@ def newton(
     line_search: bool = True,
     max_backtracks: int = 20,
     armijo: float = 1e-4,
+    noise: float = 10.0,
 ) -> optax.GradientTransformationExtraArgs:
     """Newton (or GN_k) with a precision per part, for full-batch problems up to ~10^4
     parameters; an optax transformation of the extra-args contract (``model_fn`` and
@@ -261,9 +262,13 @@ def newton(
        ``"inexact"``: CG in ``solve_dtype`` on Hessian-vector products (``hess_dtype``)
        to the forcing tolerance ``|M d + g| <= forcing |g|``;
     4. ``d = -g`` if ``d`` is not a descent direction (``state.fallback``);
-    5. the shared Armijo :func:`backtracking` on ``value_fn`` in ``w``; the step is
-       taken if Armijo holds or the loss went down, else none (a rejected step);
-    6. ``adaptive_damping``: the GN core's Levenberg-Marquardt rule on ``damping``.
+    5. the shared Armijo :func:`backtracking` on ``value_fn`` in ``w``, with the
+       reference value raised by ``noise * u_w * |f|`` (the loss's own rounding: near the
+       floor a decrease is invisible in ``w``, and an exact Armijo test would shrink good
+       steps to nothing); the step is taken if the test holds or the loss went down,
+       else none (a rejected step);
+    6. ``adaptive_damping``: the GN core's Levenberg-Marquardt rule on ``damping`` (a
+       non-descent direction counts as a rejected step: the damping grows).
     """
     if variant not in ("exact", "quasi", "inexact"):
         raise ValueError(f"variant must be 'exact', 'quasi' or 'inexact', got {variant!r}")
@@ -348,7 +353,8 @@ def newton(
         direction = unravel(d)
         value0 = extra.get("value")
         value0 = value_fn(params) if value0 is None else value0
-        alpha, f_new, _, ok = backtracking(value_fn, params, direction, value0, slope,
+        tol = noise * unit_roundoff(w) * jnp.abs(value0)
+        alpha, f_new, _, ok = backtracking(value_fn, params, direction, value0 + tol, slope,
                                            max_backtracks=max_backtracks if line_search else 0,
                                            armijo=armijo)
         take = ok | (jnp.isfinite(f_new) & (f_new < value0))
@@ -359,7 +365,7 @@ def newton(
             actual = value0 - f_new
             rho = jnp.where(predicted > 0, actual / jnp.where(predicted > 0, predicted, 1.0),
                             -jnp.inf)
-            new_lam = lm_damping_update(lam, jnp.where(take, rho, -jnp.inf))
+            new_lam = lm_damping_update(lam, jnp.where(take & ~fallback, rho, -jnp.inf))
         out = jax.tree.map(lambda v: (scale * v).astype(v.dtype), direction)
         new_state = state._replace(
             count=state.count + 1, damping=jnp.asarray(new_lam, w),

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._errors import SpecError
 from .._problem import Problem
 from .._spec import Key, Spec, nonnegative, positive
 from ._ode import SOLVERS, adaptive_grid, grid_solve
@@ -32,7 +33,9 @@ SCHEMA = {
         "n": Key(int, default=64, check=lambda v: None if v >= 3 else "must be >= 3"),
         "fidelity": Key(str, default="paper", choices=("paper", "accurate")),
         "steps": Key(int, default=200, check=positive, doc="paper: number of FD steps"),
-        "s": Key(float, default=0.45, check=positive, doc="paper: kappa dt / dx^2"),
+        "s": Key(float, default=0.45, check=positive,
+                 doc="paper: kappa dt / dx^2 of one explicit step (stable only for "
+                     "s <= 0.5)"),
         "kappa": Key(float, default=1.0, check=positive),
         "T": Key(float, default=None, check=positive,
                  doc="accurate: final time (default steps * s * dx^2 / kappa)"),
@@ -126,7 +129,25 @@ class SineSeriesPrior(eqx.Module):
         return u.at[:, 0].set(0.0).at[:, -1].set(0.0)
 
 
+#: The explicit (forward Euler) scheme's stability limit on s = kappa dt / dx^2: the
+#: discrete Laplacian's eigenvalues reach -4, so one step multiplies a mode by 1 - 4 s,
+#: whose magnitude exceeds 1 once s > 1/2.
+S_STABLE_MAX = 0.5
+
+
+def check_stability(spec: Spec) -> None:
+    """Raise :class:`SpecError` when the paper fidelity's explicit step is unstable."""
+    ph = spec["physics"]
+    if ph["fidelity"] == "paper" and ph["s"] > S_STABLE_MAX:
+        raise SpecError(
+            f"{spec.source}: key 'physics.s' = {ph['s']} makes the explicit paper scheme "
+            f"unstable: s = kappa dt / dx^2 must be <= {S_STABLE_MAX} (the stability limit "
+            "of explicit Euler for the heat equation); lower s and raise steps, or use "
+            "fidelity = \"accurate\"")
+
+
 def build(spec: Spec) -> Problem:
+    check_stability(spec)
     ph, pr, b = spec["physics"], spec["prior"], spec["bounds"]
     n = ph["n"]
     T = ph["T"] if ph["T"] is not None else ph["steps"] * ph["s"] / (n - 1) ** 2 / ph["kappa"]

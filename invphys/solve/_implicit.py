@@ -78,6 +78,10 @@ def solve_core(fn, y_obs, x0, args=None, *, cset=None,
     rules = rules if rules is not None else Rules()
     x0 = jnp.asarray(x0)
     y_obs = jnp.asarray(y_obs, x0.dtype)
+    # strong types: a weak-typed tracer (jax.grad of a Python float) would not match
+    # the closure-converted example inside the custom derivative
+    args = jax.tree.map(lambda a: jax.lax.convert_element_type(a, a.dtype)
+                        if eqx.is_array(a) else a, args)
     call = NoArgs(fn) if args is None else fn
     conv = eqx.filter_closure_convert(call, x0, args)
     box = Box.of(cset)
@@ -153,6 +157,10 @@ def implicit_tangent(residual, x, theta, t_theta, box, t_box):
 
     op = lx.FunctionLinearOperator(hvp, jax.ShapeDtypeStruct(x.shape, x.dtype),
                                    lx.symmetric_tag)
-    solver = lx.LU() if x.size <= 400 else lx.GMRES(rtol=1e-10, atol=1e-12, max_steps=4 * x.size)
+    # SVD: the minimum-norm tangent where H_FF is singular (parameters the data do not
+    # identify, e.g. the oscillator's m, c, k up to scale): identifiable functions of x
+    # then get their true derivative
+    solver = lx.SVD() if x.size <= 400 else lx.GMRES(rtol=1e-10, atol=1e-12,
+                                                     max_steps=4 * x.size)
     dx_free = lx.linear_solve(op, rhs, solver, throw=False).value
     return jnp.where(free, dx_free, dx_active)

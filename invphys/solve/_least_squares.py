@@ -35,7 +35,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 from .._errors import BoundsError, NonFiniteError, ShapeError
-from .._problem import Problem, check_finite, is_concrete
+from .._problem import Problem, as_real_array, check_finite, is_concrete
 from ._core import Box, solve_one
 from ._descents import AbstractDescent
 from ._implicit import NoArgs, implicit_tangent
@@ -150,12 +150,10 @@ def least_squares(
     method = _as_lsq_method(method)
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    if isinstance(x0, np.ndarray | list | tuple | float | int):
-        check_finite("x0", np.asarray(x0, dtype=float))  # before the transfer
-        x0 = jnp.asarray(x0)
-    else:
-        x0 = jnp.asarray(x0)
+    if not isinstance(x0, jax.core.Tracer):  # concrete: check before the transfer
+        x0 = as_real_array("x0", x0)  # a complex or non-numeric x0 is a ShapeError
         check_finite("x0", x0)
+    x0 = jnp.asarray(x0)
     if not jnp.issubdtype(x0.dtype, jnp.floating):
         x0 = x0.astype(jnp.result_type(float))
     if x0.ndim != 1 or x0.size == 0:

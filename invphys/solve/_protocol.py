@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import NonFiniteError, ShapeError
-from .._problem import Problem, check_finite, is_concrete
+from .._problem import Problem, check_finite, validate_solve_inputs
 from ._batch import shard_batch, solve_batch, solve_compacted, solve_single
 from ._core import Solution
 from ._descents import AbstractDescent
@@ -63,10 +63,12 @@ def solve(
     """
     rules = rules if rules is not None else Rules()
     method = as_method(method)
+    concrete = not any(isinstance(a, jax.core.Tracer)
+                       for a in jax.tree.leaves((y_obs, x0)))
+    if concrete:  # values to check now; the jitted core never sees a bad input
+        y_obs, x0 = validate_solve_inputs(problem, y_obs, x0,
+                                          inverse=getattr(method, "inverse", None))
     y_obs = jnp.asarray(y_obs)
-    concrete = is_concrete(y_obs) and (x0 is None or is_concrete(x0))
-    if concrete:
-        check_finite("y_obs", y_obs)
     if y_obs.ndim == 0:
         raise ShapeError("y_obs must be an array of observations, got a scalar")
     if x0 is None:

@@ -31,8 +31,7 @@ def _override(obj, name, value):
     None when no part has that field."""
     for part in _parts(obj):
         if name in {f.name for f in dataclasses.fields(part)} and name != "search":
-            new = eqx.tree_at(lambda o: getattr(o, name), part, value,
-                              is_leaf=lambda v: v is None)
+            new = dataclasses.replace(part, **{name: value})
             return _replace_in_chain(obj, part, new)
     return None
 
@@ -40,7 +39,7 @@ def _override(obj, name, value):
 def _replace_in_chain(obj, old, new):
     if obj is old:
         return new
-    return eqx.tree_at(lambda o: o.search, obj, _replace_in_chain(obj.search, old, new))
+    return dataclasses.replace(obj, search=_replace_in_chain(obj.search, old, new))
 
 
 def _legacy(alpha0, max_halvings, rho, armijo_c, armijo, stall_tol, stall_patience, eps,

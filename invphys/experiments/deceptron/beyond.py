@@ -11,8 +11,9 @@ recovered x, uses stricter stops and more test problems.
   adaptive solve per unit vector, checked against direct solves of test x; the adaptive
   solve costs ~6 ms per problem and forward, too slow for 500 problems x 7 methods).
   D-IPG reads whitened residuals through the training outputs' signal subspace
-  (:func:`signal_basis`): the learned V amplifies noise directions into x directions
-  the heat flow erases, which unfiltered stalls D-IPG (``dipg-raw``, also reported).
+  (``signal_basis``, shared with ``invphys solve``): the learned V amplifies noise
+  directions into x directions the heat flow erases, which unfiltered stalls D-IPG
+  (``dipg-raw``, also reported).
 
 Every problem stops at its target (the way the method is used; the x scores are those
 of the stopped iterate). Iterations to the target do not depend on the stop.
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..._data import Dataset, Normaliser
+from ..._data import Dataset, signal_basis, whitened_normaliser
 from ..._problem import Problem
 from ..._spec import Spec
 from ...learn import median_rel_errors
@@ -36,34 +37,6 @@ from .common import Settings, adaptive_lm, run_methods
 
 #: Physics whose forward map is linear in x (so its solution operator is a matrix).
 LINEAR_PHYSICS = ("heat1d",)
-
-
-def _whitened(norm: Normaliser, sigma: float) -> tuple[Normaliser, np.ndarray]:
-    keep = np.flatnonzero(np.asarray(norm.signal))
-    white = Normaliser(mean=norm.mean, scale=jnp.full_like(norm.scale, sigma),
-                       signal=norm.signal)
-    return white, keep
-
-
-def signal_basis(w_train) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, orthonormal basis U (m x k), eigenvalues) of the directions in which whitened
-    training outputs (noise covariance I) carry signal.
-
-    The largest eigenvalue of the sample covariance of pure unit noise sits at the
-    Marchenko-Pastur edge (1 + sqrt(m / N))^2 with Tracy-Widom fluctuations of scale
-    (sqrt N + sqrt m)(1 / sqrt N + 1 / sqrt m)^(1/3) / N (Johnstone 2001); directions
-    more than 4 such scales above the edge carry signal. Projecting a whitened
-    residual onto them before it enters g drops the part of the noise that V would
-    amplify into x directions the forward map erases (a learned truncated-SVD filter).
-    """
-    w = np.asarray(w_train, np.float64)
-    count, m = w.shape
-    mean = w.mean(axis=0)
-    lam, U = np.linalg.eigh(np.cov(w, rowvar=False))
-    lam, U = lam[::-1], U[:, ::-1]
-    tw = (np.sqrt(count) + np.sqrt(m)) * (1 / np.sqrt(count) + 1 / np.sqrt(m)) ** (1 / 3) / count
-    k = max(int(np.sum(lam > (1.0 + np.sqrt(m / count)) ** 2 + 4.0 * tw)), 1)
-    return mean, U[:, :k], lam
 
 
 def tabulated_linear(problem: Problem, x_check) -> tuple[Problem, dict[str, Any]]:
@@ -123,7 +96,7 @@ def beyond_mode(spec: Spec, dataset: Dataset, ck, settings: Settings, log) -> di
         # whitened residuals on the outputs that carry signal: RMSE <= tau is the
         # discrepancy principle; D-IPG maps whitened residuals, filtered to the training
         # outputs' signal subspace, back into g's z-space
-        white, keep = _whitened(norm, sigma)
+        white, keep = whitened_normaliser(norm, sigma)
         target = problem.with_forward(lambda x: white.transform(fn(x))[keep])
         y = white.transform(y_raw)[:, keep]
         mu, U, lam = signal_basis(white.transform(dataset.y_train)[:, keep])

@@ -1,0 +1,159 @@
+"""Paper ``ddpinn``: domain decomposition + Gauss-Newton for PINNs (Heinlein, Kapoor,
+arXiv 2510.27018), with the FBPINN library's oscillator and energy natural gradient's
+Poisson 2D as anchors (see ../shared/spec/gauss-newton-family.md, paper 3).
+
+Parts (``--problems``): ``oscillator`` (single network / FBPINN x Adam / GN), ``poisson``
+(GN dense and block vs Adam, float64), ``inverse`` (PINN + GN vs the diffrax simulator
++ LM on the ``oscillator`` problem's data), ``scaling`` (seconds per GN direction vs
+the number of subdomains, block-banded vs dense). Numbers come from :mod:`.studies`;
+this module writes the tables, figures and README section.
+
+The subdomain overlap is 1.9 times the centre spacing (each point in at most two
+subdomains, a block-tridiagonal GN matrix); [reading] the FBPINN library's
+oscillator example may use a wider overlap (its ``get_subdomain_ws(xs, w)``),
+which :class:`invphys.pinn.BandedSolve` handles too (wider super-blocks).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from ..papers import Context, Paper
+from ..report import Report, markdown
+from . import studies
+
+PARTS = ("oscillator", "poisson", "inverse", "scaling")
+OVERLAP = 1.9
+
+
+def _f(v, digits=3):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if np.isfinite(v) else "-"
+    return str(v)
+
+
+def _run_rows(runs, target):
+    rows = [["method", "parameters", "iterations", "final rel. L2",
+             f"iters to {target:g}", f"s to {target:g}", "run s", "compile s"]]
+    for name, r in runs.items():
+        rows.append([name, str(r["parameters"]), str(r["iterations"]),
+                     _f(r["final_error"]), _f(r["iters_to_target"]),
+                     _f(r["seconds_to_target"]), _f(r["run_s"]), _f(r["compile_s"])])
+    return rows
+
+
+def _draw(public):
+    def draw(folder):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        files = []
+        for part in ("oscillator", "poisson"):
+            if part not in public:
+                continue
+            fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+            for name, r in public[part]["runs"].items():
+                c = r["curve"]
+                a0.plot(c["iteration"], c["metric"], label=name)
+                a1.plot(c["time_s"], c["metric"], label=name)
+            for ax, xl in ((a0, "iteration"), (a1, "wall-clock s (compile excluded)")):
+                ax.set_yscale("log")
+                ax.set_xscale("symlog")
+                ax.set_xlabel(xl)
+                ax.set_ylabel("relative L2 error")
+            a0.legend(fontsize=7)
+            fig.suptitle(f"{part}: error vs iterations and wall-clock")
+            fig.savefig(folder / f"{part}_convergence.png", dpi=110)
+            plt.close(fig)
+            files.append(f"{part}_convergence.png")
+        if "scaling" in public:
+            fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
+            rows = public["scaling"]["rows"]
+            for name in ("banded", "dense"):
+                pts = [(r["subdomains"], r[name]) for r in rows if r[name] is not None]
+                ax.loglog(*zip(*pts, strict=True), "o-", label=name)
+            ax.set_xlabel("subdomains")
+            ax.set_ylabel("s per GN direction")
+            ax.legend()
+            fig.savefig(folder / "scaling.png", dpi=110)
+            plt.close(fig)
+            files.append("scaling.png")
+        return files
+
+    return draw
+
+
+def run(ctx: Context) -> Report:
+    """Run the chosen parts and assemble the report."""
+    t0 = time.perf_counter()
+    log = print if ctx.progress else (lambda _s: None)
+    parts = ctx.parts or PARTS
+    public, tables, readme, targets = {"parts": list(parts)}, {}, [], []
+    if "oscillator" in parts:
+        log("  oscillator (omega_0 = 80)")
+        osc = public["oscillator"] = studies.oscillator(ctx.quick, OVERLAP, log)
+        tables["oscillator"] = _run_rows(osc["runs"], 1e-4)
+        gn = osc["runs"]["FBPINN + GN"]
+        met = gn["iters_to_target"] is not None and gn["iters_to_target"] <= 300
+        targets.append(["FBPINN oscillator: rel. L2 <= 1e-4 in <= 300 GN iterations",
+                        f"{_f(gn['final_error'])} after {gn['iterations']}; first <= 1e-4 "
+                        f"at {_f(gn['iters_to_target'])}", "met" if met else "missed"])
+    if "poisson" in parts:
+        log("  Poisson 2D")
+        poi = public["poisson"] = studies.poisson(ctx.quick, log)
+        tables["poisson"] = _run_rows(poi["runs"], 1e-6)
+        for name, r in poi["runs"].items():
+            if "GN" in name:
+                met = r["iters_to_target"] is not None and r["iters_to_target"] <= 100
+                targets.append([f"Poisson 2D {name}: rel. L2 <= 1e-6 in <= 100 iterations",
+                                f"{_f(r['final_error'])} after {r['iterations']}",
+                                "met" if met else "missed"])
+    if "inverse" in parts:
+        log("  inverse oscillator")
+        inv = public["inverse"] = studies.inverse(ctx.quick, log)
+        rows = [["parameter", "median rel. err PINN + GN", "median rel. err simulator + LM"]]
+        for i, n in enumerate(inv["names"]):
+            rows.append([n, _f(inv["median_by_param_pinn"][i]),
+                         _f(inv["median_by_param_lm"][i])])
+        rows.append(["all", _f(inv["median_rel_err_pinn"]), _f(inv["median_rel_err_lm"])])
+        rows.append(["wall s (run; compile apart)", _f(inv["pinn_run_s"]), _f(inv["lm_run_s"])])
+        tables["inverse"] = rows
+        targets.append(["inverse: PINN median rel. error within 2x of simulator + LM",
+                        f"ratio {_f(inv['ratio_err'])}; wall-clock ratio "
+                        f"{_f(inv['ratio_time'])}", "met" if inv["ratio_err"] <= 2 else
+                        "missed"])
+    if "scaling" in parts:
+        log("  cost per GN iteration vs subdomains")
+        sc = public["scaling"] = studies.scaling(ctx.quick, log)
+        tables["scaling"] = [["subdomains", "parameters", "banded s", "dense s"]] + [
+            [str(r["subdomains"]), str(r["parameters"]), _f(r["banded"]), _f(r["dense"])]
+            for r in sc["rows"]]
+        ex = sc["exponent"]
+        targets.append(["scaling: block exponent <= 1.3, dense ~ 3",
+                        f"block {_f(ex.get('banded'))}, dense {_f(ex.get('dense'))}",
+                        "met" if ex.get("banded", 9) <= 1.3 else "missed"])
+    tables["targets"] = [["target", "measured", "status"]] + targets
+    mode = ("--quick: Adam 3000 steps (not the library's 20k), GN 150 iterations, "
+            "4 inverse instances" if ctx.quick else "full")
+    readme.append(f"Mode: {mode}. Float64 throughout.\n")
+    for name, rows in tables.items():
+        readme.append(f"**{name}**\n\n{markdown(rows)}")
+    figures = {k: public[k] for k in ("oscillator", "poisson", "scaling") if k in public}
+    return Report(tables=tables, public=public, figures=figures, readme="\n".join(readme),
+                  draw=_draw(public),
+                  images=tuple(f for p, f in (("oscillator", "oscillator_convergence.png"),
+                                              ("poisson", "poisson_convergence.png"),
+                                              ("scaling", "scaling.png")) if p in parts),
+                  device=jax.devices()[0].device_kind, wall_s=time.perf_counter() - t0,
+                  quick=ctx.quick)
+
+
+PAPER = Paper("ddpinn", "domain decomposition + Gauss-Newton for PINNs (FBPINN, ENG anchors)",
+              run, parts=PARTS, needs_models=False)
