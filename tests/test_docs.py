@@ -75,6 +75,7 @@ def test_substitutions_name_readme_commands():
     assert not stale, f"SUBSTITUTIONS names commands no longer in the README: {stale}"
 
 
+@pytest.mark.slow  # every README command at small size: ~70 s of CPU (make test-all)
 def test_readme_commands_run(tmp_path):
     """Every README command line exits 0 from a fresh folder, in order, writing only
     under out/ (models/ is the checkout's, linked in read-only use)."""
@@ -92,7 +93,13 @@ def test_readme_commands_run(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} <= {"out", "models"}
 
 
-@pytest.mark.parametrize("script", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+# the two training tutorials are the heaviest: they run with `make test-all`
+HEAVY = {"surrogate_inverse", "gauss_newton_optimizer"}
+
+
+@pytest.mark.parametrize("script", [
+    pytest.param(p, marks=pytest.mark.slow) if p.stem in HEAVY else p for p in TUTORIALS],
+    ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(script, tmp_path):
     """Each tutorial runs at its test size and ends in its figure."""
     out = tmp_path / "out"

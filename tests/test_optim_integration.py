@@ -161,6 +161,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a 4-device subprocess compiling three optimizers (make test-all)
 def test_sharded_batch_equals_unsharded():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", SHARDED], env={**os.environ, **env},

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 from jaxtyping import Array, Float
 
 __all__ = ["MGH_BOUNDED", "MGH_PROBLEMS", "MGHProblem", "get_mgh"]
@@ -64,11 +65,13 @@ class MGHProblem:
     n: int
     m: int
     residual: Residual
-    x0: np.ndarray
+    # Array fields accept any array-like (a list, in the tables below); __post_init__
+    # stores each as a read-only float64 np.ndarray of shape (n,).
+    x0: npt.ArrayLike
     f_star: float | None
-    x_star: np.ndarray | None
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
+    x_star: npt.ArrayLike | None
+    lower: npt.ArrayLike | None = None
+    upper: npt.ArrayLike | None = None
     f_star_tol: float = 0.0
     f_local: tuple[float, ...] = ()
     number: int = 0

@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -433,7 +433,7 @@ def _load_shipped(name: str) -> NISTProblem:
     return _parse(name, _DATA_DIR / f"{name}.dat")
 
 
-def lre(estimate: ArrayLike, certified: ArrayLike) -> float:
+def lre(estimate: ArrayLike | Sequence[float], certified: ArrayLike | Sequence[float]) -> float:
     """Log relative error of an estimate against certified values: NIST's accuracy score.
 
     Per parameter ``-log10(|b - c| / |c|)`` (``-log10|b|`` where ``c == 0``), i.e. the

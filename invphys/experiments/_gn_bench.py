@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree, Scalar
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree, Scalar
 
 from .. import optim
 from .timing import compile_ahead, time_call
@@ -249,7 +249,7 @@ def peak_bytes(fn: Callable, *args) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------ analysis
-def iters_to_target(curve: Sequence[float], target: float) -> int | None:
+def iters_to_target(curve: ArrayLike | Sequence[float], target: float) -> int | None:
     """The first outer iteration ``k`` (``curve[k]``: the loss after ``k`` updates) with
     loss ``<= target``; None if never reached."""
     hits = np.flatnonzero(np.asarray(curve, float) <= target)

@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputFileError, InvphysError
+from ..learn import (
+    load_checkpoint,
+    load_net_checkpoint,
+    matches,
+    train_deceptron,
+    train_net_from_spec,
+)
 
 MODELS_OPTION = "--models DIR"
 
@@ -115,8 +122,6 @@ class ModelStore:
     def deceptron(self, spec, dataset, config, name: str) -> tuple[Any, str]:
         """A Deceptron checkpoint for ``spec`` trained on ``dataset`` with ``config``
         (:class:`invphys.learn.TrainConfig`)."""
-        from ..learn import load_checkpoint, matches, train_deceptron
-
         def load(folder: Path):
             ck = load_checkpoint(folder, spec)
             if not matches(ck, config, dataset.digest()):
@@ -132,8 +137,6 @@ class ModelStore:
     def deceptronnet(self, spec, name: str) -> tuple[Any, str]:
         """A DeceptronNet checkpoint trained for ``spec`` (same physics, prior, noise,
         data and train sections)."""
-        from ..learn import load_net_checkpoint, train_net_from_spec
-
         def train(folder: Path):
             return train_net_from_spec(spec, out=folder, overwrite=True,
                                        progress=self.progress)
@@ -144,8 +147,6 @@ class ModelStore:
     def shipped_deceptronnet(self, spec, name: str) -> str | None:
         """None when ``MODELS/name`` loads and matches ``spec`` (no training needed), else
         why not (one line)."""
-        from ..learn import load_net_checkpoint
-
         if self.models is None:
             return "no models folder"
         try:

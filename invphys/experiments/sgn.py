@@ -38,6 +38,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
+from .. import optim
 from . import _gn_bench as gb
 from .papers import Context, Paper
 from .report import Report, markdown
@@ -89,8 +90,6 @@ def spearman(a, b) -> float | None:
 
 def one_config(s: Settings, width: int, batch: int, seed: int, log) -> list[dict[str, Any]]:
     """Every lambda at one (width, batch, seed): one compiled loop, lambda traced."""
-    from .. import optim
-
     xtr, ytr, xte, yte = data(s, seed)
     bench = gb.Bench(gb.mlp_apply, gb.half_mse, xtr, ytr, batch or s.n_train, seed=seed)
     method = gb.Method("sgn", lambda lam: optim.sgn_lm(

@@ -166,7 +166,8 @@ def _predict_chunk(model: DeceptronNet, y: Float[Array, "b mm"]) -> Float[Array,
     return jax.vmap(model)(y)
 
 
-def predict(model: DeceptronNet, y: Float[Array, "N mm"], chunk: int = 50) -> np.ndarray:
+def predict(model: DeceptronNet, y: Float[Array | np.ndarray, "N mm"],
+            chunk: int = 50) -> np.ndarray:
     """The network's reconstructions of a batch, in chunks (memory stays flat).
 
     A Python loop over jitted chunks rather than ``lax.map``: XLA:CPU convolutions are
@@ -184,7 +185,8 @@ def predict(model: DeceptronNet, y: Float[Array, "N mm"], chunk: int = 50) -> np
     return np.concatenate(out)[:n]
 
 
-def x_rmse(x_hat: Float[Array, "N nn"], x: Float[Array, "N nn"]) -> float:
+def x_rmse(x_hat: Float[Array | np.ndarray, "N nn"],
+           x: Float[Array | np.ndarray, "N nn"]) -> float:
     """Mean over images of the per-image RMSE(x_hat - x)."""
     diff = np.asarray(x_hat, np.float64) - np.asarray(x, np.float64)
     return float(np.mean(np.sqrt(np.mean(diff**2, axis=-1))))

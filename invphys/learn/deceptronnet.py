@@ -45,7 +45,7 @@ def _pool(x: Float[Array, "c h w"]) -> Float[Array, "c h/2 w/2"]:
     return x.reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
 
 
-def _up(x: Float[Array, "c h w"]) -> Float[Array, "c 2h 2w"]:
+def _up(x: Float[Array, "c h w"]) -> Float[Array, "c 2*h 2*w"]:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
@@ -134,9 +134,9 @@ class DeceptronNet(eqx.Module):
     def n_steps(self) -> int:
         return self.gains.shape[0]
 
-    def steps(self, y: Float[Array, "..."]) -> Float[Array, "steps+1 ..."]:
+    def steps(self, y: Float[Array, "..."]) -> Float[Array, "T ..."]:
         """All iterates ``x_0 .. x_steps`` stacked (``x_0`` is the start), shape
-        ``(steps + 1, n, n)`` or ``(steps + 1, n * n)`` following ``y``."""
+        ``(T, n, n)`` or ``(T, n * n)`` following ``y``, ``T = steps + 1``."""
         op = self.operator
         flat = y.ndim == 1
         Y = y.reshape(op.m, op.m) if flat else y

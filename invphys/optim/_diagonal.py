@@ -141,10 +141,11 @@ def _flat_rotation(rot: Rotation, params: PyTree[Array]):
     return on_flat(rot.rotate), on_flat(rot.unrotate)
 
 
-def gn_diagonal(ggn: GGN, params: PyTree[Array], rot: Rotation, estimator: str, key: Array,
-                probes: int = 1) -> Float[Array, " P"]:
+def gn_diagonal(ggn: GGN, params: PyTree[Array], rot: Rotation, estimator: str,
+                key: Array | None, probes: int = 1) -> Float[Array, " P"]:
     """``diag(U^T G U)`` (flat, rotated coordinates): exact from the dense ``G``, or the
-    Hutchinson estimate ``mean_v(v * U^T G U v)`` over ``probes`` Rademacher vectors."""
+    Hutchinson estimate ``mean_v(v * U^T G U v)`` over ``probes`` Rademacher vectors
+    (``key`` is unused, and may be None, for the exact one)."""
     flat, _ = jax.flatten_util.ravel_pytree(params)
     rotate, unrotate = _flat_rotation(rot, params)
     if estimator == "exact":
@@ -174,10 +175,11 @@ def _partial_traces(a: Array, b: Array) -> list[Array]:
     return out
 
 
-def kronecker_stats(ggn: GGN, params: PyTree[Array], estimator: str, key: Array,
+def kronecker_stats(ggn: GGN, params: PyTree[Array], estimator: str, key: Array | None,
                     probes: int = 1) -> list[list[Array]]:
     """Per leaf and axis, the partial trace of the leaf's diagonal GN block: exact from
-    the dense ``G`` or estimated from ``probes`` output-space Rademacher vectors."""
+    the dense ``G`` or estimated from ``probes`` output-space Rademacher vectors (``key``
+    is unused, and may be None, for the exact one)."""
     leaves = jax.tree.leaves(params)
     if estimator == "exact":
         g = dense_ggn(ggn, params)

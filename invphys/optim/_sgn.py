@@ -52,7 +52,7 @@ class SGNState(NamedTuple):
     lambda_min: Float[Array, ""]
 
 
-def _secular(h: Float[Array, " n"], c: Float[Array, " n"], radius: Scalar, iters: int):
+def _secular(h: Float[Array, " n"], c: Float[Array, " n"], radius: float | Scalar, iters: int):
     """``s(mu) = h c / (h + mu)`` with ``|s(mu)| = radius`` (``mu = 0`` if ``|c| <= radius``).
 
     Newton on ``1/|s(mu)| - 1/radius`` from ``mu = 0``: the function is concave and
@@ -99,7 +99,7 @@ def sgn_lm(
     learning_rate: float | Callable[[Int[Array, ""]], Scalar] = 1.0,
     *,
     alpha: float = 1.0,
-    damping: float = 1e-3,
+    damping: float | Scalar = 1e-3,  # a traced scalar too (a sweep over lambda, jitted)
     radius: float | None = None,
     metric: Literal["auto", "dense", "diagonal"] = "auto",
     dense_max_params: int = 2000,

@@ -119,8 +119,9 @@ def _reflect_indices(n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
     return i, j
 
 
-def gaussian_kernel(sigma, radius: int, dtype=None) -> Float[Array, " 2r+1"]:
-    """The Gaussian of std ``sigma`` at offsets ``-radius..radius``, normalised to sum one."""
+def gaussian_kernel(sigma, radius: int, dtype=None) -> Float[Array, " k"]:
+    """The Gaussian of std ``sigma`` at offsets ``-radius..radius`` (``k = 2 radius + 1``
+    taps), normalised to sum one."""
     dtype = dtype or jnp.result_type(float)
     d = jnp.arange(-radius, radius + 1, dtype=dtype)
     s = jnp.asarray(sigma, dtype)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._decomposition import Decomposition, cosine_window
 
@@ -112,8 +112,10 @@ class Field(eqx.Module):
         unravel = ravel_pytree(params)[1]
         return jnp.reshape(eqx.combine(unravel(w), static)(z), ())
 
-    def at_slots(self, nets_s: Float[Array, "K P"], slots: Int[Array, " K"],
-                 mask: Array, x: Float[Array, " d"], q: Float[Array, " q"]) -> Float[Array, ""]:
+    # slots and mask as Decomposition.cover returns them (numpy) or traced (the residual)
+    def at_slots(self, nets_s: Float[Array, "K P"], slots: Int[Array | np.ndarray, " K"],
+                 mask: Bool[Array | np.ndarray, " K"], x: Float[Array | np.ndarray, " d"],
+                 q: Float[Array, " q"]) -> Float[Array, ""]:
         """``u(x)`` from the subdomains ``slots`` (those whose support holds ``x``, padding
         masked out) with their parameters ``nets_s``: the local form the residual uses."""
         dec = self.decomposition

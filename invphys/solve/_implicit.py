@@ -8,8 +8,6 @@ over, and the bounds; never through the loop, and not with respect to ``x0``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -104,7 +102,9 @@ def _implicit_jvp(primals, tangents, *, method, rules):
     t_x = implicit_tangent(lambda z, f, a, y: f(z, a) - y, sol.x, (fn, args, y_obs),
                            (t_fn, t_args, t_y), box, t_box)
     t_sol = jtu.tree_map(lambda _: None, sol)
-    return sol, dataclasses.replace(t_sol, x=t_x)
+    # tree_at, not dataclasses.replace: a tangent of None leaves is no Solution to
+    # construct (its __init__ would check the annotations)
+    return sol, eqx.tree_at(lambda s: s.x, t_sol, t_x, is_leaf=lambda v: v is None)
 
 
 def implicit_tangent(residual, x, theta, t_theta, box, t_box):

@@ -23,7 +23,6 @@ JVP, so both forward and reverse mode work); it does not depend on ``x0``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -311,5 +310,7 @@ def _implicit_solve_jvp(primals, tangents, *, method, rules):
     t_x = implicit_tangent(lambda z, f, a: f(z, a), sol.x, (fn, args), (t_fn, t_args),
                            Box(lower, upper), Box(t_lower, t_upper))
     t_sol = jtu.tree_map(lambda _: None, sol)
-    t_sol = dataclasses.replace(t_sol, x=t_x)
+    # tree_at, not dataclasses.replace: a tangent of None leaves is no Solution to
+    # construct (its __init__ would check the annotations)
+    t_sol = eqx.tree_at(lambda s: s.x, t_sol, t_x, is_leaf=lambda v: v is None)
     return sol, t_sol

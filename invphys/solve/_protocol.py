@@ -10,12 +10,13 @@ traceable: the derivative of the solution is the implicit one of :func:`solve_co
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import ArrayLike
 
 from .._errors import NonFiniteError, ShapeError
 from .._problem import Problem, check_finite, validate_solve_inputs
@@ -31,8 +32,10 @@ __all__ = ["solve"]
 
 def solve(
     problem: Problem,
-    y_obs: Float[Array, "... m"],
-    x0: Float[Array, "... n"] | None = None,
+    # Shapes (..., m) and (..., n), and real dtypes, are checked by validate_solve_inputs
+    # (a ShapeError naming the argument); lists and integer arrays are accepted.
+    y_obs: ArrayLike | Sequence,
+    x0: ArrayLike | Sequence | None = None,
     method: str | AbstractDescent = "gn",
     rules: Rules | None = None,
     *,

@@ -15,9 +15,11 @@ from jaxtyping import Array, Float
 from ..._errors import InvphysError
 from ..._problem import Problem
 from ..._spec import Spec
+from ...learn import predict, split_keys
 from ...physics import deblur2d
-from ...solve import LevenbergMarquardt, ProjectedGradient, Rules, solve_one
+from ...solve import Box, LevenbergMarquardt, ProjectedGradient, Rules, solve_one
 from ..timing import compile_ahead, time_call
+from . import regularised as reg
 
 MISMATCH_RANGE = (2.0, 2.6)
 EPS_REL = 0.3
@@ -26,6 +28,14 @@ PAPER = {"DeceptronNet": {"x_rmse": 0.0637, "iterations_mean": 6},
          "LM": {"x_rmse": 0.0883, "iterations_mean": 69.25},
          "x-GD": {"x_rmse": 0.1271, "iterations_mean": 80}}
 TARGET_X_RMSE = 0.064
+#: Beyond the paper. x-GD on the sum objective 1/2 |r|^2 (eta = m: the step the
+#: protocol's mean objective makes 1024 times smaller); LM stopped at the noise level
+#: (RMSE(A(x) - y) <= tau x delta, delta from the noise model, :func:`.regularised.noise_level`);
+#: Tikhonov / TV regularised LM with alpha by the discrepancy principle or the oracle.
+XGD_SUM = "x-GD (sum objective)"
+LM_NOISE = "LM (stop at noise)"
+REG_MAX_ITER = 12
+REG_CG_STEPS = 20
 
 
 # --------------------------------------------------------------------------- methods
@@ -88,22 +98,58 @@ class SolverBank:
     ahead of time, so compilation is timed apart and shared by every test set and
     kernel choice (only sigma and eps change between them, and those are traced).
     ``bank(name, sigma, eps, y, x0)`` is a :class:`~invphys.experiments.timing.Timing`
-    (``compile_s`` is 0 when the shape was compiled before)."""
+    (``compile_s`` is 0 when the shape was compiled before).
 
-    def __init__(self, problem: Problem, max_iter: int = MAX_ITER):
+    ``jitted``: the paper's two baselines (x-GD, LM); ``extra``: the variants beyond
+    the paper (x-GD on the sum objective, same call signature) and the regularised
+    LM solves ``bank(term, alpha, sigma, y_aug, x0)`` (term: "Tikhonov" or "TV", see
+    :func:`make_regularised_solver`)."""
+
+    def __init__(self, problem: Problem, max_iter: int = MAX_ITER,
+                 reg_max_iter: int = REG_MAX_ITER):
         rules = protocol_rules(max_iter)
         self.jitted = {name: make_batched_solver(problem, m, rules)
                        for name, m in baseline_methods().items()}
+        m = problem.fn.m ** 2
+        self.extra = {XGD_SUM: make_batched_solver(problem, ProjectedGradient(eta=float(m)),
+                                                   rules)}
+        self.extra.update({term: make_regularised_solver(problem, term, reg_max_iter)
+                           for term in reg.TERMS})
         self.compiled: dict[tuple, Any] = {}
 
-    def __call__(self, name: str, sigma, eps, y, x0):
-        args = (sigma, eps, y, x0)
-        key = (name, y.shape, x0.shape, str(y.dtype))
+    def __call__(self, name: str, *args):
+        key = (name,) + tuple((a.shape, str(a.dtype)) for a in args)
         compile_s = 0.0
         if key not in self.compiled:
-            self.compiled[key], compile_s = compile_ahead(self.jitted[name], *args)
+            fn = self.jitted[name] if name in self.jitted else self.extra[name]
+            self.compiled[key], compile_s = compile_ahead(fn, *args)
         t = time_call(self.compiled[key], *args, repeats=1, warmup=False)
         return dataclasses.replace(t, compile_s=compile_s)
+
+
+def regularised_rules(max_iter: int = REG_MAX_ITER) -> Rules:
+    """The regularised solves: the protocol's search, no eps stop (the regularised
+    problem is well posed: it runs to the solver's convergence test or ``max_iter``)."""
+    return Rules(alpha0=1.0, max_halvings=8, rho=1.0, armijo_c=1e-4, armijo="proposal",
+                 max_iter=max_iter, stall_tol=0.0, stop_at_eps=False)
+
+
+def make_regularised_solver(problem: Problem, term: str, max_iter: int = REG_MAX_ITER):
+    """A jitted ``(alpha, sigma, y_aug, x0) -> Solution`` over a batch: LM (Newton-CG,
+    :data:`REG_CG_STEPS` CG iterations, damping from 1e-2) on the augmented residual
+    ``[A_sigma(x) - y; sqrt(alpha) R(x)]`` of :mod:`.regularised`, in the problem's box.
+    The public solver layer unchanged: only the forward map is augmented."""
+    op, n = problem.fn, problem.fn.n
+    fn_term = reg.TERMS[term]
+    method = LevenbergMarquardt(damping0=1e-2, solver="cg", cg_steps=REG_CG_STEPS)
+    rules = regularised_rules(max_iter)
+
+    def one(alpha, sigma, y_aug, x0):
+        fn = reg.augmented(op.with_sigma(sigma), fn_term, alpha, n)
+        box = Box(lower=jnp.zeros_like(x0), upper=jnp.ones_like(x0))
+        return solve_one(fn, box, method, rules, y_aug, x0)
+
+    return jax.jit(jax.vmap(one))
 
 # --------------------------------------------------------------------------- data
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +165,6 @@ class TestSet:
 def test_sets(spec: Spec, n_test: int, mismatch: bool = True) -> list[TestSet]:
     """The spec's test split (the first ``n_test`` images; the training module's key) and,
     with ``mismatch``, as many images with sigma ~ U(2.0, 2.6) (their own key)."""
-    from ...learn import split_keys
-
     problem = deblur2d.build(spec)
     k_test = split_keys(spec["data"]["seed"])[2]
     x, s, _, y = deblur2d.draw(problem, k_test, n_test)
@@ -140,8 +184,6 @@ def test_sets(spec: Spec, n_test: int, mismatch: bool = True) -> list[TestSet]:
 def run_net(model, y: np.ndarray, chunk: int = 50) -> tuple[np.ndarray, float, float]:
     """The network's reconstructions, compile time and run wall time (seconds): one
     chunk compiles (the first call minus a warm one), then the whole batch is timed."""
-    from ...learn import predict
-
     size = min(chunk, y.shape[0])
     warm = time_call(lambda: predict(model, y[:size], chunk=chunk), repeats=1)
     t = time_call(lambda: predict(model, y, chunk=chunk), repeats=1, warmup=False)
@@ -203,9 +245,11 @@ def evaluate_baselines(bank: SolverBank, problem: Problem, ts: TestSet, *, kerne
 
 
 def baseline_rows(bank: SolverBank, problem: Problem, ts: TestSet, *, dtype=jnp.float64,
-                  log=None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """x-GD and LM with the true and with the nominal kernel on one test set. Returns
-    (rows, reconstructions with the true kernel, for the figure)."""
+                  log=None, extended: bool = False
+                  ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """x-GD and LM with the true and with the nominal kernel on one test set (and, with
+    ``extended``, :func:`extended_rows`). Returns (rows, reconstructions with the true
+    kernel, for the figure)."""
     say = log or (lambda s: None)
     rows: dict[str, dict] = {}
     recon: dict[str, np.ndarray] = {}
@@ -218,6 +262,85 @@ def baseline_rows(bank: SolverBank, problem: Problem, ts: TestSet, *, dtype=jnp.
                 recon[name] = np.asarray(sols[name].x)
             say(f"  {ts.name}: {key} x-RMSE {row['x_rmse']:.4f}, "
                 f"{row['iterations_mean']:.1f} it, {row['ms_per_image']:.1f} ms/image")
+    if extended:
+        e_rows, e_recon = extended_rows(bank, problem, ts, dtype=dtype, log=log)
+        rows.update(e_rows)
+        recon.update(e_recon)
+    return rows, recon
+
+
+def regularised_name(term: str, choice: str) -> str:
+    """The row name of a regularised baseline: ``"TV-LM (discrepancy alpha)"``."""
+    return f"{term}-LM ({choice} alpha)"
+
+
+def extended_rows(bank: SolverBank, problem: Problem, ts: TestSet, *, dtype=jnp.float64,
+                  tau: float = reg.TAU, alphas: dict[str, tuple] | None = None,
+                  log=None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """The baselines beyond the paper, all with the TRUE kernel, on one test set:
+
+    * ``x-GD (sum objective)``: x-GD with eta = m (the protocol otherwise);
+    * ``LM (stop at noise)``: the protocol's LM stopped at RMSE(A(x) - y) <= tau delta
+      (delta: the noise model's level at y, :func:`.regularised.noise_level`; its
+      ``reached_fraction`` is, like every row's, the 0.3 rule's, ``met_own_stop`` its own);
+    * Tikhonov / TV regularised LM (:func:`make_regularised_solver`) over the alpha grid
+      ``alphas[term]``, alpha per image by the discrepancy principle (final residual
+      closest to tau delta) and, separately, by the oracle (best x-RMSE: uses the truth).
+      Their time per image is the whole grid's; ``iterations`` those of the chosen alpha
+      (``grid_iterations``: summed over the grid).
+
+    Returns (rows, reconstructions)."""
+    say = log or (lambda s: None)
+    require_x64(dtype)
+    alphas = alphas or reg.ALPHAS
+    op = problem.fn
+    y = jnp.asarray(ts.y, dtype)
+    x0 = starts(y)
+    sig = jnp.asarray(ts.sigma, dtype)
+    r0 = residual_rmse(op, x0, y, sig)
+    noise = problem.noise
+    delta = reg.noise_level(ts.y, noise.scale, getattr(noise, "additive", 0.0))
+    kw = dict(kernel="true", dtype=jnp.dtype(dtype).name)
+    rows, recon = {}, {}
+
+    def add(name, x, t, steps, reached, **extra):
+        rows[name] = _row(x, ts, op, dtype, iterations=steps, reached=reached,
+                          compile_s=t.compile_s, run_s=t.run_s, **kw, **extra)
+        recon[name] = np.asarray(x)
+        r = rows[name]
+        say(f"  {ts.name}: {name} x-RMSE {r['x_rmse']:.4f}, residual/start "
+            f"{r['residual_ratio']:.3f}, {r['iterations_mean']:.1f} it, "
+            f"{r['ms_per_image']:.1f} ms/image")
+
+    t = bank(XGD_SUM, sig, jnp.asarray(EPS_REL * r0, dtype), y, x0)
+    add(XGD_SUM, t.output.x, t, np.asarray(t.output.steps), np.asarray(t.output.converged))
+    t = bank("LM", sig, jnp.asarray(tau * delta, dtype), y, x0)
+    add(LM_NOISE, t.output.x, t, np.asarray(t.output.steps),
+        rows_reached(op, t.output.x, ts, dtype), tau=tau, noise_level=float(np.mean(delta)),
+        met_own_stop=float(np.mean(np.asarray(t.output.converged))))
+    N = ts.x.shape[0]
+    for term, grid in alphas.items():
+        A = len(grid)
+        k = reg.TERMS[term](x0[0], op.n).size
+        y_aug = jax.vmap(lambda yi, k=k: reg.augmented_target(yi, k))(y)
+        args = (jnp.repeat(jnp.asarray(grid, dtype), N), jnp.tile(sig, A),
+                jnp.tile(y_aug, (A, 1)), jnp.tile(x0, (A, 1)))
+        t = bank(term, *args)
+        X = np.asarray(t.output.x).reshape(A, N, -1)
+        steps = np.asarray(t.output.steps).reshape(A, N).T  # (N, A)
+        x_rmse = np.sqrt(np.mean((X - ts.x[None]) ** 2, axis=-1)).T
+        res = np.stack([residual_rmse(op, jnp.asarray(X[a], dtype), y, sig)
+                        for a in range(A)], axis=1)
+        picks = {"discrepancy": reg.discrepancy_choice(res, tau * delta),
+                 "oracle": reg.oracle_choice(x_rmse)}
+        for choice, idx in picks.items():
+            x = X[idx, np.arange(N)]
+            chosen = np.asarray(grid)[idx]
+            add(regularised_name(term, choice), x, t, steps[np.arange(N), idx],
+                rows_reached(op, x, ts, dtype), alpha_median=float(np.median(chosen)),
+                alpha_grid=[float(a) for a in grid],
+                alpha_counts=[int(np.sum(idx == a)) for a in range(A)],
+                grid_iterations=float(steps.sum(axis=1).mean()))
     return rows, recon
 
 
@@ -230,7 +353,7 @@ def subset(ts: TestSet, k: int | None) -> TestSet:
 
 def evaluate_set(bank: SolverBank | None, problem: Problem, model, ts: TestSet, *,
                  dtype=jnp.float64, n_baseline: int | None = None, baselines=None,
-                 log=None) -> tuple[dict[str, dict], dict]:
+                 log=None, extended: bool = False) -> tuple[dict[str, dict], dict]:
     """Every method on one test set: the start, DeceptronNet (in its own dtype), and
     x-GD / LM (in ``dtype``) with the true and with the nominal kernel. Returns (rows,
     reconstructions for the figure). Residuals are evaluated in ``dtype``.
@@ -265,7 +388,8 @@ def evaluate_set(bank: SolverBank | None, problem: Problem, model, ts: TestSet, 
         rows[f"DeceptronNet [first {k}]"] = row
         say(f"  {ts.name}: DeceptronNet [first {k}] x-RMSE {row['x_rmse']:.4f}")
     if baselines is None:
-        baselines = baseline_rows(bank, problem, sub, dtype=dtype, log=log)
+        baselines = baseline_rows(bank, problem, sub, dtype=dtype, log=log,
+                                  extended=extended)
     b_rows, b_recon = baselines
     rows.update(b_rows)
     recon.update(b_recon)

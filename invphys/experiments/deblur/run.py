@@ -22,6 +22,8 @@ from .protocol import (
     MAX_ITER,
     MISMATCH_RANGE,
     PAPER,
+    REG_CG_STEPS,
+    REG_MAX_ITER,
     TARGET_X_RMSE,
     SolverBank,
     baseline_rows,
@@ -30,6 +32,7 @@ from .protocol import (
     subset,
     test_sets,
 )
+from .regularised import ALPHAS, TAU, TV_EPS
 
 #: The shipped checkpoint and the spec overrides it was trained with: the largest
 #: configuration that fitted ~45 minutes of one (shared) CPU core: 8 channels instead
@@ -57,7 +60,13 @@ def _specs(quick: bool, model_name: str | None) -> tuple[Spec, str]:
 def _protocol() -> dict[str, Any]:
     return {"eps_rel": EPS_REL, "max_iter": MAX_ITER, "rho": 1.0, "armijo_c": 1e-4,
             "max_halvings": 8, "lm_cg_steps": 10, "lm_damping0": 1e-2,
-            "mismatch_sigma": list(MISMATCH_RANGE), "dtype": "float64"}
+            "mismatch_sigma": list(MISMATCH_RANGE), "dtype": "float64",
+            "beyond_paper": {"xgd_sum_eta": "m", "noise_stop_tau": TAU,
+                             "regularised": {"solver": "LM Newton-CG", "cg_steps": REG_CG_STEPS,
+                                             "max_iter": REG_MAX_ITER, "tv_eps": TV_EPS,
+                                             "alphas": {k: list(v) for k, v in ALPHAS.items()},
+                                             "choice": "discrepancy (tau x noise level); "
+                                                       "oracle (best x-RMSE) reported apart"}}}
 
 
 def _baseline_key(spec: Spec, count: int, k: int) -> dict[str, Any]:
@@ -84,7 +93,7 @@ def compute_baselines(out: Path, quick: bool, progress: bool = True, *,
     bank = SolverBank(problem)
     cache: dict[str, Any] = {"key": _baseline_key(spec, count, k), "sets": {}}
     for ts in test_sets(spec, count):
-        rows, recon = baseline_rows(bank, problem, subset(ts, k), log=say)
+        rows, recon = baseline_rows(bank, problem, subset(ts, k), log=say, extended=True)
         cache["sets"][ts.name] = {
             "rows": rows,
             "recon": {m: np.asarray(x[:FIGURE_IMAGES]).tolist() for m, x in recon.items()}}
@@ -170,6 +179,9 @@ FULL_BASELINE_IMAGES = 100
 
 #: Test images of the quick reproduction when the shipped network is available
 QUICK_IMAGES = 16
+#: ... and the baselines' share of them (the regularised baselines solve a grid of
+#: alphas per image: ~1 s per image and regulariser on 2 CPU cores)
+QUICK_BASELINE_IMAGES = 8
 
 
 def section(n_baseline: int = FULL_BASELINE_IMAGES):
@@ -187,7 +199,7 @@ def section(n_baseline: int = FULL_BASELINE_IMAGES):
         if settings.quick and not why_not:
             # quick: the shipped network (inference is cheap) on a few test images
             res = reproduce_deblur(sub, quick=False, progress=True, n_test=QUICK_IMAGES,
-                                   n_baseline=QUICK_IMAGES, models=models)
+                                   n_baseline=QUICK_BASELINE_IMAGES, models=models)
         else:  # no usable shipped model in quick mode: a tiny one trained on the spot
             res = reproduce_deblur(sub, quick=settings.quick, progress=True,
                                    n_baseline=None if settings.quick else n_baseline,

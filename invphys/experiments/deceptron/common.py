@@ -12,6 +12,7 @@ import numpy as np
 
 from ..._problem import Problem
 from ..._spec import Spec
+from ...learn import read_log
 from ...physics import load_problem
 from ...solve import LevenbergMarquardt, Rules, solve
 from ..timing import time_call
@@ -169,8 +170,6 @@ def model_summary(ck, how: str) -> dict[str, Any]:
 
 def training_log(ck) -> list[dict[str, Any]]:
     """The checkpoint's per-epoch training log, ``log.jsonl`` (empty when it has none)."""
-    from ...learn import read_log
-
     log = Path(ck.path) / "log.jsonl" if ck.path is not None else None
     if log is None or not log.is_file():
         return []

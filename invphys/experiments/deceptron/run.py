@@ -25,6 +25,7 @@ import jax
 
 from ..._data import make_dataset
 from ..._spec import load_spec
+from ...learn import TrainConfig
 from ..models import ModelStore
 from ..papers import Context, Section
 from ..report import Report
@@ -79,8 +80,6 @@ def reproduce(store: ModelStore, quick: bool = False, problems=PROBLEMS, progres
     :mod:`.tables`). Models: shipped in ``store.models`` or trained into
     ``store.out/models``. ``extra_sections`` run after the problems; their output goes
     under ``results["extra"][section.name]`` (see :class:`Section`)."""
-    from ...learn import TrainConfig
-
     settings = settings or Settings.make(quick)
     ctx = ctx or Context(out=store.out, models=store, quick=quick, progress=progress)
     results: dict[str, Any] = {"settings": dataclasses.asdict(settings),

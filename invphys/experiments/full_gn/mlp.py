@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ... import optim
 from .. import _gn_bench as gb
 
 
@@ -143,8 +144,6 @@ def verdict(res: dict, target: float) -> dict[str, Any]:
 
 def memory(s: Settings, log) -> list[dict[str, Any]]:
     """XLA's accounting of one compiled step at ~1e5 parameters (digits, batch 256)."""
-    from ... import optim
-
     pr = digits()
     bench = gb.Bench(gb.mlp_apply, pr.loss, pr.x, pr.y, 256)
     p0 = gb.init_mlp(jax.random.key(0), s.memory_sizes)
