@@ -46,7 +46,8 @@ def run(opt, params, model_fn, loss_fn, steps):
     return params, state
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "gn_layerwise" else n for n in OPTIMIZERS])
 def test_jit_and_vmap_over_seeds_equal_the_loop(name):
     def train(seed):
         params, model_fn, y = problem("mlp", seed)

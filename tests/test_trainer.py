@@ -93,7 +93,10 @@ def test_extra_args_contract(data):
     assert np.isfinite(ck.metrics["val_mse"])
 
 
-@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+# gn-layerwise and sgn are covered at small size in test_optim*; here with `make test-all`
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in ("gn-layerwise", "sgn") else n
+    for n in OPTIMIZER_NAMES])
 def test_every_named_optimizer_trains(data, name):
     """Each optimizer the spec can name runs in the same loop and lowers the loss."""
     cfg = CFG.replace(optimizer=name, epochs=3, model="mlp", width=16, depth=1, jcp=False,

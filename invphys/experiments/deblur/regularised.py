@@ -44,7 +44,7 @@ def grad2d(x: Float[Array, " nn"], n: int) -> tuple[Array, Array]:
     return dx, dy
 
 
-def tikhonov_term(x: Float[Array, " nn"], n: int) -> Float[Array, " 2nn"]:
+def tikhonov_term(x: Float[Array, " nn"], n: int) -> Float[Array, " 2*nn"]:
     """R(x) = grad x, flat: |R(x)|^2 = |grad x|^2."""
     dx, dy = grad2d(x, n)
     return jnp.concatenate([dx.reshape(-1), dy.reshape(-1)])
