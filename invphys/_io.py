@@ -18,6 +18,7 @@ top-level ``"nonfinite"`` field (``{"fields": ["final_rmse[2]", ...], "reason":
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -135,6 +136,15 @@ def atomic_path(path: str | Path, suffix: str = ""):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (cards and run manifests)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_npy(path: str | Path, array: Any) -> None:

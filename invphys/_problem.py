@@ -51,6 +51,19 @@ class GaussianNoise(AbstractNoise):
         return jnp.full(jnp.shape(y), self.sigma, jnp.result_type(y))
 
 
+def project_box(x: Float[Array, "... n"], lower: Array | None, upper: Array | None,
+                pinned: Array | None, pin_value: float | Array) -> Float[Array, "... n"]:
+    """Euclidean projection onto ``lower <= x <= upper`` with the pinned components set
+    to ``pin_value`` (None: no bound / no pins); what every constraint set shares."""
+    if lower is not None:
+        x = jnp.maximum(x, lower.astype(x.dtype))
+    if upper is not None:
+        x = jnp.minimum(x, upper.astype(x.dtype))
+    if pinned is not None:
+        x = jnp.where(pinned, jnp.asarray(pin_value, x.dtype), x)
+    return x
+
+
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds values now (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)
@@ -190,13 +203,7 @@ class Problem(eqx.Module):
 
     def project(self, x: Float[Array, "... n"]) -> Float[Array, "... n"]:
         """Euclidean projection onto the constraint set (box, then pins). Batched ok."""
-        if self.lower is not None:
-            x = jnp.maximum(x, self.lower.astype(x.dtype))
-        if self.upper is not None:
-            x = jnp.minimum(x, self.upper.astype(x.dtype))
-        if self.pinned is not None:
-            x = jnp.where(self.pinned, jnp.asarray(self.pin_value, x.dtype), x)
-        return x
+        return project_box(x, self.lower, self.upper, self.pinned, self.pin_value)
 
     def is_feasible(self, x: Float[Array, "... n"], atol: float = 0.0) -> Bool[Array, "..."]:
         """Whether ``x`` lies in the constraint set (to ``atol``)."""

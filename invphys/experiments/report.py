@@ -32,7 +32,6 @@ import contextlib
 import csv
 import ctypes
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -49,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputFileError
-from .._io import OutputError, atomic_path
+from .._io import OutputError, atomic_path, sha256_file
 
 Rows = list[list[str]]
 
@@ -143,7 +142,7 @@ def write(report: Report, folder: Path) -> str:
         _carry_over(folder, staging, skip=set(ours) | _published(folder) | {MANIFEST})
         write_json(staging / MANIFEST, {
             "format": MANIFEST_FORMAT, "run_id": run_id, "complete": True,
-            "files": {name: _sha256(staging / name) for name in ours}})
+            "files": {name: sha256_file(staging / name) for name in ours}})
         _fsync_tree(staging)
         _swap(staging, folder)
     except OSError as e:
@@ -167,7 +166,7 @@ def check_run(folder: Path) -> dict[str, Any]:
         raise InputFileError(f"{folder}/{MANIFEST} is not a complete {MANIFEST_FORMAT}")
     for name, digest in manifest.get("files", {}).items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             raise InputFileError(f"{folder} is not one complete run: {name} is missing or "
                                  f"differs from run {manifest.get('run_id')}")
     return manifest
@@ -229,14 +228,6 @@ def _carry_over(folder: Path, staging: Path, skip: set[str]) -> None:
                 os.link(src, dst)
             except OSError:
                 shutil.copy2(src, dst)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from .._errors import CheckpointError
-from .._io import atomic_path, dumps_strict, save_json, save_jsonl
+from .._io import atomic_path, dumps_strict, save_json, save_jsonl, sha256_file
 
 STATE_FORMAT = "invphys-train-state/1"
 #: Headers of states written before the store was shared (still read for --resume).
@@ -49,14 +49,7 @@ RUN_FILES = (CARD_FILE, MODEL_FILE, STATE_META, STATE_FILE, LOG_FILE)
 
 
 # ------------------------------------------------------------------ files and trees
-def sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
+sha256 = sha256_file  # the store's name for it
 
 def _read_leaf(f, x):
     """Like equinox's default deserialiser, but never unpickles."""

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
+from .._problem import project_box
 from ._descents import AbstractDescent, active_set
 from ._results import RESULTS
 from ._rules import Rules
@@ -74,13 +75,7 @@ class Box(eqx.Module):
         return self.lower is not None or self.upper is not None or self.pinned is not None
 
     def project(self, x):
-        if self.lower is not None:
-            x = jnp.maximum(x, self.lower.astype(x.dtype))
-        if self.upper is not None:
-            x = jnp.minimum(x, self.upper.astype(x.dtype))
-        if self.pinned is not None:
-            x = jnp.where(self.pinned, jnp.asarray(self.pin_value, x.dtype), x)
-        return x
+        return project_box(x, self.lower, self.upper, self.pinned, self.pin_value)
 
 
 class Carry(eqx.Module):
