@@ -144,3 +144,27 @@ METHODS = _method_table()
 @functools.cache
 def problem_entry(name):
     return PROBLEMS[name]()
+
+
+def tiny_heat_spec(*, s: float = 0.45, max_iter: int = 5, train: str = "") -> str:
+    """A Heat-1D spec small enough for CLI tests (12 points, 10 steps, 64 samples); ``s``
+    is the explicit step's kappa dt / dx^2 (unstable above 0.5), ``train`` extra TOML."""
+    return f"""name = "tiny"
+problem = "heat1d"
+[physics]
+n = 12
+steps = 10
+s = {s}
+[noise]
+std = 0.02
+[bounds]
+lower = -3.0
+upper = 3.0
+pin = [0, 11]
+[data]
+n_train = 64
+n_val = 16
+n_test = 16
+[solve]
+max_iter = {max_iter}
+{train}"""

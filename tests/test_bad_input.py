@@ -15,6 +15,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from problem_table import tiny_heat_spec
 
 import invphys
 from invphys._errors import InputFileError, NonFiniteError, ShapeError, SpecError
@@ -24,33 +25,13 @@ from invphys.cli import main
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
-TINY = """\
-name = "tiny"
-problem = "heat1d"
-[physics]
-n = 12
-steps = 10
-s = {s}
-[noise]
-std = 0.02
-[bounds]
-lower = -3.0
-upper = 3.0
-pin = [0, 11]
-[data]
-n_train = 64
-n_val = 16
-n_test = 16
-[solve]
-max_iter = 5
-"""
 
 
 @pytest.fixture
 def t(tmp_path, monkeypatch):
     """The files the rows refer to, and work functions that fail if reached."""
-    (tmp_path / "tiny.toml").write_text(TINY.format(s=0.45))
-    (tmp_path / "unstable.toml").write_text(TINY.format(s=0.6))
+    (tmp_path / "tiny.toml").write_text(tiny_heat_spec(s=0.45))
+    (tmp_path / "unstable.toml").write_text(tiny_heat_spec(s=0.6))
     np.save(tmp_path / "y.npy", np.zeros((2, 12)))
     np.save(tmp_path / "empty.npy", np.zeros((0, 12)))
     np.save(tmp_path / "complex.npy", np.zeros((2, 12)) + 1j)
@@ -208,7 +189,7 @@ def test_cli_unstable_heat_spec(t, capsys, monkeypatch):
 
 
 def test_unstable_heat_spec_is_a_spec_error(tmp_path):
-    (tmp_path / "u.toml").write_text(TINY.format(s=0.51))
+    (tmp_path / "u.toml").write_text(tiny_heat_spec(s=0.51))
     with pytest.raises(SpecError, match=r"physics\.s.*<= 0\.5"):
         invphys.load_problem(str(tmp_path / "u.toml"))
     # the accurate fidelity integrates adaptively: s only sets T there
@@ -217,7 +198,7 @@ def test_unstable_heat_spec_is_a_spec_error(tmp_path):
 
 @pytest.mark.skipif(ROOT, reason="root reads and writes everything")
 def test_cli_unreadable_obs_and_model(tmp_path, capsys):
-    (tmp_path / "tiny.toml").write_text(TINY.format(s=0.45))
+    (tmp_path / "tiny.toml").write_text(tiny_heat_spec(s=0.45))
     np.save(tmp_path / "y.npy", np.zeros(12))
     (tmp_path / "y.npy").chmod(0)
     code = main(["solve", str(tmp_path / "tiny.toml"), "--obs", str(tmp_path / "y.npy"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from problem_table import tiny_heat_spec
 
 from invphys._io import load_json_strict
 from invphys.cli import main
@@ -113,28 +114,6 @@ def test_kill_during_reproduce_write_leaves_one_complete_run(tmp_path, mode):
     assert result["final"] == 11 and result["leftovers"] == [], result
 
 
-TINY = """\
-name = "tiny"
-problem = "heat1d"
-[physics]
-n = 12
-steps = 10
-[noise]
-std = 0.02
-[bounds]
-lower = -3.0
-upper = 3.0
-pin = [0, 11]
-[data]
-n_train = 64
-n_val = 16
-n_test = 16
-[solve]
-max_iter = 3
-[train]
-epochs = 2
-batch_size = 32
-"""
 
 
 def _refuse(token: str):
@@ -155,7 +134,8 @@ def _strict_everywhere(folder: Path) -> int:
 
 
 def test_strict_json_after_simulate_solve_and_diverged_training(tmp_path, capsys):
-    (tmp_path / "tiny.toml").write_text(TINY)
+    train = "[train]\nepochs = 2\nbatch_size = 32\n"
+    (tmp_path / "tiny.toml").write_text(tiny_heat_spec(max_iter=3, train=train))
     spec = str(tmp_path / "tiny.toml")
     assert main(["simulate", spec, "--n", "2", "--out", str(tmp_path / "sim")]) == 0
     assert main(["solve", spec, "--obs", str(tmp_path / "sim" / "y_noisy.npy"),
