@@ -7,6 +7,14 @@ unwritable file), a bad option (argparse's usage errors) and any operating-syste
 on a path becomes one line on stderr and exit status 2, never a traceback. Commands
 check their input and output paths and option values before any work.
 
+**Compilation cache.** XLA programs compiled by a command are kept in a persistent
+cache (JAX's compilation cache) under the user cache directory
+(``$INVPHYS_CACHE_DIR``, else ``$XDG_CACHE_HOME/invphys``, else ``~/.cache/invphys``),
+in a folder per JAX version, so a second ``invphys solve`` of the same problem loads its
+programs instead of compiling them again (tracing still runs). ``--no-compile-cache``
+or ``INVPHYS_NO_COMPILE_CACHE=1`` turns it off; an unusable cache folder only costs the
+speed-up (JAX then compiles as usual).
+
 Exit status: 0 success; 1 the work ran but failed (e.g. a training that diverged; the
 line says what was kept); 2 bad input, nothing computed; 130 interrupted.
 """
@@ -15,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 import jax
 
@@ -23,6 +33,11 @@ from ._errors import InvphysError
 from ._version import __version__
 
 COMMANDS = ("simulate", "solve", "train", "reproduce", "bench")
+
+#: Environment variables: the cache root, and a switch that turns the cache off.
+CACHE_DIR_ENV, NO_CACHE_ENV = "INVPHYS_CACHE_DIR", "INVPHYS_NO_COMPILE_CACHE"
+#: The cache's size limit; JAX evicts the least recently used programs beyond it.
+CACHE_MAX_BYTES = 1 << 30
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -40,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce the Deceptron paper.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile every program afresh instead of reusing the persistent "
+                        f"compilation cache (also: {NO_CACHE_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -52,10 +70,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def compile_cache_dir(environ=os.environ) -> Path | None:
+    """The persistent compilation cache folder for this JAX version, or ``None`` when the
+    cache is switched off by ``INVPHYS_NO_COMPILE_CACHE`` (any value but "" and "0")."""
+    if environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        return None
+    root = environ.get(CACHE_DIR_ENV)
+    if not root:
+        xdg = environ.get("XDG_CACHE_HOME")
+        root = Path(xdg) / "invphys" if xdg else Path.home() / ".cache" / "invphys"
+    return Path(root) / f"jax-{jax.__version__}"
+
+
+def enable_compile_cache(folder: Path) -> None:
+    """Point JAX's persistent compilation cache at ``folder``, caching every program
+    (the solvers' many small compiles add up to most of a command's start-up)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no cache then; the command itself is unaffected
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+
+
 def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", True)
     parser = build_parser()
     args = parser.parse_args(argv)
+    cache = None if args.no_compile_cache else compile_cache_dir()
+    if cache is not None:
+        enable_compile_cache(cache)
     if args.version:
         print(__version__)
         return 0

@@ -1,9 +1,15 @@
 """The command line: help on every command, simulate end to end, one-line errors."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
 import numpy as np
 import pytest
 
-from invphys.cli import COMMANDS, build_parser, main
+from invphys.cli import COMMANDS, build_parser, compile_cache_dir, main
 
 
 def test_help_on_every_command(capsys):
@@ -142,3 +148,56 @@ def test_solve_start_option_errors(tmp_path, capsys, extra, msg):
                  str(tmp_path / "o")] + [a.format(t=tmp_path) for a in extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and msg in err and len(err.splitlines()) == 1, err
+
+
+def _cli(tmp_path, *args, env_extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVPHYS_")}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-m", "invphys.cli", *args], env=env,
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+
+def _entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.rglob("*") if p.is_file() and "lock" not in p.name}
+
+
+def test_compile_cache_second_call_compiles_nothing(tmp_path):
+    """The first solve fills the cache; the second finds every program there (no new
+    entry appears: a key that changed between identical calls would add one)."""
+    cache = tmp_path / "cache"
+    env = {"INVPHYS_CACHE_DIR": str(cache)}
+    sim = _cli(tmp_path, "simulate", "heat1d", "--n", "2", "--out", "sim", env_extra=env)
+    assert sim.returncode == 0, sim.stderr
+    first = _entries(cache)
+    assert first, "simulate wrote nothing to the compilation cache"
+    args = ("solve", "heat1d", "--obs", "sim/y_noisy.npy", "--method", "gn", "--max-iter", "3")
+    one = _cli(tmp_path, *args, "--out", "s1", env_extra=env)
+    assert one.returncode == 0, one.stderr
+    after_one = _entries(cache)
+    assert after_one > first
+    two = _cli(tmp_path, *args, "--out", "s2", env_extra=env)
+    assert two.returncode == 0, two.stderr
+    assert _entries(cache) == after_one
+    assert np.array_equal(np.load(tmp_path / "s1" / "x.npy"), np.load(tmp_path / "s2" / "x.npy"))
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_compile_cache_off(tmp_path, how):
+    cache = tmp_path / "cache"
+    env = {"INVPHYS_CACHE_DIR": str(cache)}
+    args = ["simulate", "heat1d", "--n", "1", "--out", "sim"]
+    if how == "flag":
+        args.insert(0, "--no-compile-cache")
+    else:
+        env["INVPHYS_NO_COMPILE_CACHE"] = "1"
+    assert _cli(tmp_path, *args, env_extra=env).returncode == 0
+    assert not cache.exists()
+
+
+def test_compile_cache_dir_resolution(tmp_path):
+    ver = f"jax-{jax.__version__}"
+    assert compile_cache_dir({"INVPHYS_CACHE_DIR": str(tmp_path)}) == tmp_path / ver
+    assert compile_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "invphys" / ver
+    assert compile_cache_dir({"INVPHYS_NO_COMPILE_CACHE": "1"}) is None
+    assert compile_cache_dir({"INVPHYS_NO_COMPILE_CACHE": "0", "INVPHYS_CACHE_DIR": "c"}) \
+        == Path("c") / ver
