@@ -8,6 +8,7 @@ import json
 import sys
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,19 +19,29 @@ from invphys.experiments import papers, report
 from invphys.experiments.deceptron import figures as F
 from invphys.experiments.deceptron import tables as T
 from invphys.experiments.deceptron.ablation import ablation, ablation_config
-from invphys.experiments.deceptron.beyond import signal_basis, tabulated_linear
+from invphys.experiments.deceptron.beyond import (
+    SCALE_SYMMETRY,
+    scale_orbit_into_box,
+    signal_basis,
+    tabulated_linear,
+)
 from invphys.experiments.deceptron.common import (
     ABLATION,
     Settings,
     load_problem_paper,
     solve_untimed,
 )
-from invphys.experiments.deceptron.paper_mode import paper_methods, paper_setup
+from invphys.experiments.deceptron.paper_mode import (
+    paper_methods,
+    paper_setup,
+    physical_setup,
+)
 from invphys.experiments.deceptron.run import to_report
 from invphys.experiments.deceptron.sweep import difficulty_sweep
 from invphys.experiments.models import ModelStore, resolve_models_dir
 from invphys.experiments.timing import time_call
 from invphys.learn import TrainConfig
+from invphys.solve import DIPG, Rules, solve
 
 
 @pytest.mark.parametrize("rank", [1, 2, 4])
@@ -187,6 +198,96 @@ def test_heat_sweep_changes_the_physics():
     assert amp[100] / amp[200] == pytest.approx(lam ** -100, rel=1e-6)
 
 
+# ------------------------------------------------ oscillator: symmetry and residual units
+OSC_LOWER = jnp.asarray([0.5, 0.0, 0.5, -2.0, -2.0])
+OSC_UPPER = jnp.asarray([2.0, 1.0, 5.0, 2.0, 2.0])
+
+
+def test_oscillator_scale_symmetry_leaves_the_trajectory_unchanged():
+    """m x'' + c x' + k x = 0 is one equation for lam (m, c, k): the paper-fidelity RK4
+    evaluates the same vector field, so x(t) agrees to rounding."""
+    problem = load_problem_paper(load_spec("oscillator"))
+    assert SCALE_SYMMETRY["oscillator"] == (0, 1, 2)
+    x = jnp.asarray([[1.2, 0.3, 2.0, 1.0, -0.5], [0.7, 0.9, 4.1, -1.5, 1.9]])
+    for lam in (0.4, 1.0, 2.5):
+        moved = x.at[:, :3].multiply(lam)
+        diff = np.asarray(jax.vmap(problem.fn)(moved) - jax.vmap(problem.fn)(x))
+        assert np.max(np.abs(diff)) < 1e-13
+
+
+def test_scale_orbit_into_box_moves_only_along_the_orbit():
+    move = jax.jit(scale_orbit_into_box((0, 1, 2), OSC_LOWER, OSC_UPPER))
+    inside = jnp.asarray([1.2, 0.3, 2.0, 1.0, -0.5])
+    assert np.array_equal(move(inside), inside)  # lam = 1 when already in the box
+    # m = 2.5 > 2: the lam closest to 1 is 2 / 2.5, which puts m on its bound
+    x = jnp.asarray([2.5, 0.5, 3.0, 0.3, -0.2])
+    y = move(x)
+    assert np.allclose(y, jnp.asarray([2.0, 0.4, 2.4, 0.3, -0.2]), rtol=1e-15)
+    # c = 1.4 > 1 and k = 0.6 near its lower bound: no lam fits (lam <= 1/1.4 but
+    # lam >= 0.5/0.6), x is left to the projection
+    x = jnp.asarray([1.0, 1.4, 0.6, 0.0, 0.0])
+    assert np.array_equal(move(x), x)
+    x = jnp.asarray([1.0, -0.1, 2.0, 0.0, 0.0])  # c < 0: no lam > 0 helps
+    assert np.array_equal(move(x), x)
+    x = jnp.asarray([3.0, 0.0, 6.0, 0.0, 0.0])  # c = 0 fits every lam
+    assert np.allclose(move(x), jnp.asarray([2.0, 0.0, 4.0, 0.0, 0.0]), rtol=1e-15)
+
+
+@pytest.fixture(scope="module")
+def shipped_oscillator(tmp_path_factory):
+    spec = load_spec("oscillator")
+    problem = load_problem_paper(spec)
+    dataset = make_dataset(problem)
+    store = ModelStore(resolve_models_dir(), tmp_path_factory.mktemp("osc"))
+    ck_lin, how = store.deceptron(spec, dataset, TrainConfig(), "oscillator-linear")
+    assert how == "loaded models/oscillator-linear"
+    ck_mlp, how = store.deceptron(spec, dataset, TrainConfig.from_spec(spec), "oscillator-mlp")
+    assert how == "loaded models/oscillator-mlp"
+    return spec, problem, dataset, ck_lin, ck_mlp
+
+
+def test_physical_units_setup_rescales_the_residual(shipped_oscillator):
+    """The physical-units variant is the same surrogate and problems: per component, its
+    residual is the z-space residual times the normaliser's scale."""
+    spec, _, dataset, ck, _ = shipped_oscillator
+    ps = paper_setup(spec, dataset, ck)
+    ph, g_phys = physical_setup(ps, ck, dataset)
+    assert np.array_equal(ph.index, ps.index) and np.array_equal(ph.x0, ps.x0)
+    x = ps.x0 + 0.1
+    r_z = np.asarray(jax.vmap(ps.surrogate.fn)(jnp.broadcast_to(x, (40, 5))) - ps.y)
+    r_ph = np.asarray(jax.vmap(ph.surrogate.fn)(jnp.broadcast_to(x, (40, 5))) - ph.y)
+    assert np.allclose(r_ph, r_z * np.asarray(ck.normaliser.scale), atol=1e-6)
+    y = ph.surrogate.fn(x)
+    assert np.allclose(g_phys(y), ck.model.g(ps.surrogate.fn(x)), atol=1e-6)
+
+
+def test_dipg_orbit_move_on_the_oscillator(shipped_oscillator):
+    """Where g(y*) lies outside the box but its orbit meets it, the orbit move keeps F and
+    the projection does not; D-IPG with the move meets eps 0.05 on every such problem of
+    the first 40 and on at least as many problems overall as without it."""
+    _, problem, dataset, _, ck = shipped_oscillator
+    norm, model = ck.normaliser, ck.model
+    target = problem.with_forward(lambda x: norm.transform(problem.fn(x)))
+    y = norm.transform(dataset.y_test[:40])
+    g = jax.vmap(model.g)(y)
+    move = scale_orbit_into_box((0, 1, 2), problem.lower, problem.upper)
+    moved = jax.vmap(move)(g)
+    out = ~np.asarray(problem.is_feasible(g))
+    fixable = out & np.asarray(problem.is_feasible(moved))
+    assert fixable.any()
+    F = jax.vmap(target.fn)
+    assert np.allclose(F(moved)[fixable], F(g)[fixable], atol=1e-10)
+    plain = problem.project(g)
+    assert np.all(np.max(np.abs(F(plain) - F(g)), axis=1)[fixable] > 1e-3)
+    rules = Rules(eps=0.05, max_iter=50, stop_at_eps=True)
+    with_move = solve(target, y, moved, rules=rules,
+                      method=DIPG(inverse=model.g, form="local", symmetry=move))
+    without = solve(target, y, plain, rules=rules, method=DIPG(inverse=model.g, form="local"))
+    ok_with = np.asarray(with_move.converged)
+    assert ok_with[fixable].all()
+    assert ok_with.sum() >= np.asarray(without.converged).sum()
+
+
 def _fake_block(methods, rng, n=6, n_it=10):
     """A mode's results as reproduce() records them (random numbers, right shapes)."""
     block = {}
@@ -221,18 +322,38 @@ def test_report_writes_every_table_and_the_readme(tmp_path):
     sweep = {str(t): {"steps": t, "source": "x", "val_mse": 0.05, "rjcp": 0.04,
                       "vw_i_fro": 0.2, "cond_w": 300.0, "ratio_pg_dipg": 1.0,
                       **{m: paper[m] for m in ("pg", "dipg", "gn")}} for t in (100, 200)}
+    osc_beyond = _fake_block(("pg", "dipg", "gn", "lm", "dipg@g", "gn@g", "lm@g",
+                              "dipg-nosym@g"), rng)
+    osc_beyond |= {"_g_direct": {"x_rel_err_median": 0.1, "success": 0.9}, "_criterion": "eps",
+                   "_simulator": {"fidelity": "paper", "tabulated": False,
+                                  "symmetry": [0, 1, 2], "g_outside_box": 0.125,
+                                  "g_outside_box_moved_in": 0.1}}
+    osc_paper = _fake_block(("pg", "dipg", "gn", "lm"), rng)
+    osc_physical = _fake_block(("pg", "dipg", "gn", "lm"), rng)
+    for block in (osc_paper, osc_physical):
+        for r in block.values():
+            r["within_eps_at_start"] = 0.1
     results = {
         "settings": dataclasses.asdict(Settings.make(quick=True)), "device": "cpu",
         "wall_s": 1.0, "heat1d": {"paper": paper, "beyond": beyond},
-        "models": {"heat1d": {"paper": model, "beyond": model, "_paper_log": log}},
+        "oscillator": {"paper": osc_paper, "paper-physical": osc_physical,
+                       "beyond": osc_beyond},
+        "models": {"heat1d": {"paper": model, "beyond": model, "_paper_log": log},
+                   "oscillator": {"paper": model, "beyond": model, "_paper_log": log}},
         "ablation": abl, "sweep": sweep,
         "extra": {"deblur2d": {"tables": {"deblur_table": [["a", "b"], ["1", "2"]]},
-                               "public": {"x_rmse": 0.1}, "readme": "**2D**"}},
+                               "public": {"x_rmse": 0.1}, "readme": "**2D**",
+                               "files": {"deblur2d/recon.png": str(tmp_path / "w.png")}}},
     }
+    (tmp_path / "w.png").write_bytes(b"section output")
     out = tmp_path / "docs"
     out.mkdir()
     rep = to_report(results)
     report.write(rep, out)
+    # a section's files are published with the run (staged, in the manifest)
+    assert (out / "deblur2d" / "recon.png").read_bytes() == b"section output"
+    assert "deblur2d/recon.png" in json.loads((out / "manifest.json").read_text())["files"]
+    report.check_run(out)
     for name in ("main_table", "beyond_table", "timing_table", "ablation_table",
                  "sweep_table", "deblur_table"):
         assert (out / f"{name}.csv").is_file()
@@ -244,6 +365,15 @@ def test_report_writes_every_table_and_the_readme(tmp_path):
     assert "_iters" not in pub["sweep"]["steps"]["100"]["pg"]
     assert pub["deblur2d"] == {"x_rmse": 0.1}
     assert pub["heat1d"]["beyond"]["simulator"]["signal_dims"] == 5
+    assert pub["oscillator"]["paper-physical"]["pg"]["within_eps_at_start"] == 0.1
+    main = rep.tables["main_table"]
+    assert [r[0] for r in main[1:]].count("oscillator (physical units)") == 4
+    assert {r[-1] for r in main[1:] if r[0].startswith("oscillator") and r[1] == "x-GD"} \
+        == {"65 [1, 101.2], 0.50"}
+    assert ["oscillator", "paper-physical"] in [r[:2] for r in rep.tables["timing_table"]]
+    g_row = [r for r in rep.tables["beyond_table"] if r[:2] == ["oscillator",
+                                                                "g(y*) alone (no solve)"]]
+    assert g_row[0][2] == "0.900"
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
     cmd = papers.command_line("deceptron", True, out, readme)
@@ -252,6 +382,7 @@ def test_report_writes_every_table_and_the_readme(tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.endswith("tail\n")
     for piece in ("JCP ablation", "Difficulty sweep", "**2D**", "tabulated", "heat_sweep.png",
+                  "in physical units", "g(y*) lies outside the box for 12.5% of the problems",
                   "Generated by `invphys reproduce --quick --out docs --readme README.md` on "
                   "cpu (1 s wall). Beyond-paper mode used 40 heat1d, 40 oscillator test"):
         assert piece in text

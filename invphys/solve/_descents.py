@@ -142,10 +142,18 @@ class DIPG(AbstractDescent):
     ``form="local"`` proposes g(y - alpha r) - g(y), which only uses g's *local*
     behaviour and so stays consistent when F is the true simulator and g(F(x)) != x.
     ``inverse`` acts on one y (in the same output space as the objective).
+
+    ``symmetry`` (optional) maps a point x to a point of its symmetry orbit, F unchanged,
+    inside the constraint set where the orbit meets it (for the oscillator, (m, c, k) ->
+    lam (m, c, k)); the proposal becomes p = symmetry(x + p) - x. Where F has such a
+    symmetry, g returns one representative of each orbit, which the box may cut off: the
+    Euclidean projection then leaves the orbit, changes F, and the projected step need not
+    descend. None (the default): no such move.
     """
 
     inverse: Callable[[Array], Array]
     form: str = eqx.field(static=True, default="paper")
+    symmetry: Callable[[Array], Array] | None = None
 
     def __check_init__(self):
         if self.form not in ("paper", "local"):
@@ -157,7 +165,10 @@ class DIPG(AbstractDescent):
         return lin, base
 
     def step(self, fn, x, y_obs, lin, query, trial):
-        return self.inverse(lin.y - trial.alpha * lin.r) - query
+        p = self.inverse(lin.y - trial.alpha * lin.r) - query
+        if self.symmetry is not None:
+            p = self.symmetry(x + p) - x
+        return p
 
 
 # ------------------------------------------------------------ CG on the normal equations

@@ -184,12 +184,22 @@ QUICK_IMAGES = 16
 QUICK_BASELINE_IMAGES = 8
 
 
+#: The section's work folder inside the paper's folder, and the files it publishes
+WORK = ".work"
+PUBLISHED = ("deblur_table.csv", "deblur_table.md", "deblur_recovery.png",
+             "deblur_results.json")
+
+
 def section(n_baseline: int = FULL_BASELINE_IMAGES):
-    """The Deblur-2D study as an extra section of ``invphys reproduce`` (written to
-    ``OUT/deblur2d/``; its table and figure go into the README section)."""
+    """The Deblur-2D study as an extra section of ``invphys reproduce`` (published as
+    ``OUT/deblur2d/``; its table and figure go into the README section).
+
+    The study computes into the work folder ``OUT/.work/deblur2d`` (which also keeps the
+    baselines' cache between runs); its outputs are handed to the shared writer as
+    ``files``, which publishes them with the rest of the run, whole or not at all."""
 
     def run(ctx, settings, log) -> dict[str, Any]:
-        sub = Path(ctx.out) / "deblur2d"
+        sub = Path(ctx.out) / WORK / "deblur2d"
         models = ctx.models.models
         why_not = ctx.models.shipped_deceptronnet(*_specs(False, None)) \
             if settings.quick else None
@@ -216,6 +226,7 @@ def section(n_baseline: int = FULL_BASELINE_IMAGES):
                 "readme": "**DeceptronNet v0 on Deblur-2D** (the paper's 2D preview, "
                           "fairness protocol):\n\n" + body,
                 "images": ["deblur2d/deblur_recovery.png"],
+                "files": {f"deblur2d/{name}": str(sub / name) for name in PUBLISHED},
                 "figures": {"deblur_table": res["sets"]}}
 
     return Section("deblur2d", run)

@@ -17,6 +17,15 @@ recovered x, uses stricter stops and more test problems.
 
 Every problem stops at its target (the way the method is used; the x scores are those
 of the stopped iterate). Iterations to the target do not depend on the stop.
+
+The oscillator's x(t) is unchanged by (m, c, k) -> lam (m, c, k) (:data:`SCALE_SYMMETRY`):
+g returns one point of each such orbit, and where that point lies outside the box
+(g(y*) with m > 2 or c > 1, or a D-IPG trial point), the Euclidean projection leaves the
+orbit and changes x(t); the D-IPG step then keeps pointing out of the box and the
+projected step does not descend (no step accepted, or a crawl). The g(y*) start and
+every D-IPG trial point are first moved along the orbit into the box
+(:func:`scale_orbit_into_box`), which leaves F unchanged; ``dipg-nosym@g`` keeps the plain
+projection, for comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +46,36 @@ from .common import Settings, adaptive_lm, run_methods
 
 #: Physics whose forward map is linear in x (so its solution operator is a matrix).
 LINEAR_PHYSICS = ("heat1d",)
+#: Unknowns that scale together without changing the forward map, per physics: the
+#: oscillator m x'' + c x' + k x = 0 is the same equation for lam (m, c, k), lam > 0.
+SCALE_SYMMETRY = {"oscillator": (0, 1, 2)}
+
+
+def scale_orbit_into_box(index, lower, upper):
+    """``move(x)``: x with ``x[index]`` scaled by the lam > 0 closest to 1 that puts them in
+    ``[lower, upper]`` (so x itself when they already are); x unchanged where no lam does.
+
+    lam s_i in [l_i, u_i] is an interval of lam for each component (s_i > 0: [l/s, u/s];
+    s_i < 0: [u/s, l/s]; s_i = 0: every lam when l_i <= 0 <= u_i, else none); the move
+    exists when their intersection with lam > 0 is not empty."""
+    idx = jnp.asarray(index)
+    lo = jnp.asarray(lower)[idx] if lower is not None else jnp.full(idx.shape, -jnp.inf)
+    hi = jnp.asarray(upper)[idx] if upper is not None else jnp.full(idx.shape, jnp.inf)
+
+    def move(x):
+        s = x[idx]
+        safe = jnp.where(s == 0, 1.0, s)
+        a, b = lo / safe, hi / safe
+        zero_ok = (lo <= 0) & (hi >= 0)
+        lam_lo = jnp.where(s > 0, a, jnp.where(s < 0, b, jnp.where(zero_ok, -jnp.inf, jnp.inf)))
+        lam_hi = jnp.where(s > 0, b, jnp.where(s < 0, a, jnp.where(zero_ok, jnp.inf, -jnp.inf)))
+        lam_lo = jnp.maximum(jnp.max(lam_lo), jnp.finfo(x.dtype).tiny)
+        lam_hi = jnp.min(lam_hi)
+        ok = (lam_lo <= lam_hi) & jnp.all(jnp.isfinite(s))
+        lam = jnp.where(ok, jnp.clip(1.0, lam_lo, lam_hi), 1.0)
+        return x.at[idx].multiply(lam)
+
+    return move
 
 
 def tabulated_linear(problem: Problem, x_check) -> tuple[Problem, dict[str, Any]]:
@@ -116,21 +155,37 @@ def beyond_mode(spec: Spec, dataset: Dataset, ck, settings: Settings, log) -> di
         target = problem.with_forward(lambda x: norm.transform(fn(x)))
         y = norm.transform(y_raw)
         inverse, eps, criterion = model.g, settings.strict_eps, f"eps={settings.strict_eps}"
-    g_start = problem.project(jax.vmap(inverse)(y))
+    g_pred = jax.vmap(inverse)(y)
+    sym = SCALE_SYMMETRY.get(spec.problem)
+    move = None if sym is None else scale_orbit_into_box(sym, problem.lower, problem.upper)
+    g_plain = problem.project(g_pred)
+    g_start = g_plain if move is None else problem.project(jax.vmap(move)(g_pred))
     fixed = jnp.broadcast_to(problem.start(), (n, problem.x_size))
     rules = Rules(eps=eps, max_iter=settings.beyond_max_iter)
     methods |= {
-        "dipg": DIPG(inverse=inverse, form="local"), "gn": GaussNewton(),
+        "dipg": DIPG(inverse=inverse, form="local", symmetry=move), "gn": GaussNewton(),
         "lm": adaptive_lm(problem),
-        "dipg@g": DIPG(inverse=inverse, form="local"), "gn@g": GaussNewton(),
+        "dipg@g": DIPG(inverse=inverse, form="local", symmetry=move), "gn@g": GaussNewton(),
         "lm@g": adaptive_lm(problem),
     }
     starts = {k: (g_start if k.endswith("@g") else fixed) for k in methods}
+    if move is not None:  # the plain projection of g(y*), D-IPG without the orbit move
+        methods["dipg-nosym@g"] = DIPG(inverse=inverse, form="local")
+        starts["dipg-nosym@g"] = g_plain
+        outside = ~np.asarray(problem.is_feasible(g_pred))
+        simulator.update(symmetry=[int(i) for i in sym],
+                         g_outside_box=float(outside.mean()),
+                         g_outside_box_moved_in=float(np.mean(
+                             outside & np.asarray(problem.is_feasible(jax.vmap(move)(g_pred))))))
     score = _scorer(spec.problem, x_true)
     res = run_methods(target, y, starts, methods, rules, extra=score, progress=log,
                       full_length=False,
                       compact=spec.problem in settings.compact and n >= settings.compact_min)
-    g_direct = score(type("S", (), {"x": g_start, "history": {"rmse": np.zeros((n, 1))}})())
+    # g(y*) alone: its residual RMSE at the start the @g methods share
+    r_g = np.sqrt(np.mean((np.asarray(jax.vmap(target.fn)(g_start)) - np.asarray(y)) ** 2,
+                          axis=1))
+    g_direct = score(type("S", (), {"x": g_start, "history": {"rmse": r_g[:, None]}})())
+    g_direct["success"] = float(np.mean(r_g <= eps))
     res["_g_direct"] = g_direct
     res["_criterion"] = criterion
     res["_simulator"] = simulator

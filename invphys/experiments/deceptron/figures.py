@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ from .tables import LABEL, PAPER_SWEEP, _methods
 
 
 def figures(results: dict, out: Path) -> list[str]:
+    """Draw the run's figures into ``out`` (the writer's staging folder) and copy there
+    the files each extra section computed into its work folder (``sec["files"]``: name in
+    the run folder -> path), so they are published with the run, atomically."""
     names = []
+    for sec in results.get("extra", {}).values():
+        for name, src in sec.get("files", {}).items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out / name)
+            names.append(name)
     probs = [p for p in ("heat1d", "oscillator") if p in results]
     if probs:
         names += _paper_figures(results, probs, out)

@@ -34,7 +34,7 @@ from .ablation import ablation
 from .beyond import beyond_mode
 from .common import Settings, load_problem_paper, model_summary, training_log
 from .figures import figures
-from .paper_mode import paper_mode
+from .paper_mode import paper_mode, physical_units_mode
 from .sweep import difficulty_sweep
 
 PROBLEMS = ("heat1d", "oscillator")
@@ -67,7 +67,9 @@ class _Progress:
 def _stages(problems, settings: Settings, extra_sections) -> int:
     total = 0
     for name in problems:
-        total += 4 + (7 if name != "heat1d" else 8)
+        total += 4 + 8  # paper mode's 4 methods, beyond mode's 8
+        if name in settings.paper_physical:
+            total += 4
         if name == "heat1d":
             total += len(settings.ablation) + len(settings.sweep_steps)
     return total + len(extra_sections)
@@ -117,10 +119,15 @@ def reproduce(store: ModelStore, quick: bool = False, problems=PROBLEMS, progres
         t0 = time.perf_counter()
         paper = paper_mode(spec, dataset, ck_paper, method_log("paper"))
         log(f"[{name}] paper mode done in {time.perf_counter() - t0:.0f} s")
+        if name in settings.paper_physical:
+            physical = physical_units_mode(spec, dataset, ck_paper, method_log("paper-physical"))
         t0 = time.perf_counter()
         beyond = beyond_mode(spec, dataset, ck_beyond, settings, method_log("beyond"))
         log(f"[{name}] beyond mode done in {time.perf_counter() - t0:.0f} s")
-        results[name] = {"paper": paper, "beyond": beyond}
+        results[name] = {"paper": paper}
+        if name in settings.paper_physical:
+            results[name]["paper-physical"] = physical
+        results[name]["beyond"] = beyond
         models[name] = {"paper": model_summary(ck_paper, how),
                         "beyond": model_summary(ck_beyond, how_b)}
         models[name]["_paper_log"] = training_log(ck_paper)
