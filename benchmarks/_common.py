@@ -21,3 +21,13 @@ def device_line() -> str:
     return f"device: {d.platform} ({d.device_kind}), {len(jax.devices())} device(s), " \
            f"jax {jax.__version__}, float64"
 
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set size so far, in MiB (``resource.getrusage``;
+    Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0**2 if sys.platform == "darwin" else 1024.0)

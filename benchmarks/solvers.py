@@ -3,14 +3,17 @@
     python -m benchmarks.solvers                  # 40 problems + batch of 1000 + N-scaling
     python -m benchmarks.solvers --quick          # 16 problems, batch 200, N up to 1024
     python -m benchmarks.solvers --problems oscillator --batch 0 --no-scaling
+    python -m benchmarks.solvers --problems oscillator --only-batches   # cost vs batch size
 
 Problems (float64, normalised residuals z = (y - mean) / std with the normaliser fitted
 on ``--n-fit`` simulated noisy samples, as in the Deceptron protocol):
 
-* ``oscillator``: the accurate simulator (Tsit5, dtmax capped at the sample spacing),
-  bounds from the spec, the spec's midpoint start;
+* ``oscillator``: the accurate simulator (``--osc-fidelity``; *accurate* is the exact
+  flow, the closed-form matrix exponential; *adaptive* the Tsit5 integrator it
+  replaced), bounds from the spec, the spec's midpoint start;
 * ``heat1d``: the spec's simulator (``--heat-fidelity``, the paper's 200 explicit FD
-  steps by default: the simulator that generates the paper's data), N = 64, box
+  steps by default: the simulator that generates the paper's data; ``--heat-paper-form
+  matrix`` applies the same scheme as one mat-vec), N = 64, box
   [-3, 3] with both endpoints pinned, the zero start. The two pinned endpoints carry
   only noise, so z-scoring puts a floor of ~0.2 under every method's RMSE: eps = 0.05
   is out of reach for all (see the reproduce command's discrepancy stop).
@@ -36,6 +39,11 @@ Success at eps: the best normalised RMSE reached is <= eps. Times: the warm batc
 call (best of ``--repeats``) divided by the batch size; compile time is the first
 call minus a warm one. Ratios are printed against invphys-lm.
 
+The batch-size table (``--batches``, default 16 / 200 / 1000) times invphys-lm per
+problem at each batch size, as one vmapped loop (``compact=False``) and compacted
+(``compact=True``), with the compile time of each, and the process's peak RSS after
+the largest batch (``resource.getrusage``; a running maximum over the process).
+
 The scaling part times single-problem LM iterations on Heat with N = 64 ... 4096
 grid points (200 FD steps each): invphys matrix-free CG (one JVP + one VJP per CG
 product) against optimistix (dense QR on the Jacobian from N JVPs) and scipy trf.
@@ -50,7 +58,7 @@ if __package__ in (None, ""):  # python benchmarks/solvers.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # first: caps BLAS threads before numpy loads, switches x64 on
-from benchmarks._common import device_line  # noqa: E402
+from benchmarks._common import device_line, peak_rss_mib  # noqa: E402
 
 # isort: split
 import argparse  # noqa: E402
@@ -110,7 +118,10 @@ def make_bench(name: str, count: int, n_fit: int, seed: int, overrides: dict) ->
     _, y_noisy = eqx.filter_jit(problem.observe)(k_n, xs)
     norm = Normaliser.fit(y_noisy[:n_fit], getattr(problem.noise, "sigma", None))
     target = normalised_problem(problem, norm)
-    label = f"{name} ({problem.spec['physics'].get('fidelity')}, n = {problem.x_size})"
+    ph = problem.spec["physics"]
+    form = ", one mat-vec" if ph["fidelity"] == "paper" and ph.get("paper_form") == "matrix" \
+        else ""
+    label = f"{name} ({ph.get('fidelity')}{form}, n = {problem.x_size})"
     return Bench(label, target, normalise_obs(y_noisy[n_fit:], norm), xs[n_fit:],
                  problem.start())
 
@@ -125,15 +136,17 @@ def _row(best_rmse, iters, wall, compile_s, count):
     best_rmse = np.asarray(best_rmse)
     return {"success": {e: float(np.mean(best_rmse <= e)) for e in EPS},
             "iters_mean": float(np.mean(iters)), "iters_median": float(np.median(iters)),
+            "iters_max": float(np.max(iters)),
             "rmse_median": float(np.median(best_rmse)),
             "ms_per_problem": 1e3 * wall / count, "compile_s": compile_s, "count": count}
 
 
 def run_invphys(b: Bench, method, count: int, repeats: int, max_iter: int,
-                eps: float = min(EPS), compact: bool = False):
+                eps: float = min(EPS), compact: bool | str = False):
     rules = Rules(rho=1.0, armijo="step", eps=eps, stop_at_eps=True, xtol=1e-8,
                   ftol=1e-8, max_iter=max_iter)
     y = b.y[:count]
+    jax.clear_caches()  # an honest compile time even when an earlier table ran this shape
     call = lambda: invphys.solve(b.target, y, b.x0, method=method, rules=rules,  # noqa: E731
                                  compact=compact)
     t = time_call(call, repeats=repeats)
@@ -234,6 +247,26 @@ def print_table(title: str, rows: dict, ref: str = "invphys-lm"):
               f"{r['ms_per_problem'] / t_ref:.1f}x |", flush=True)
 
 
+def batch_sizes(b: Bench, batches, repeats: int, max_iter: int, method=None):
+    """invphys-lm per problem against the batch size, one loop vs compacted."""
+    method = method if method is not None else LevenbergMarquardt()
+    print(f"\n## {b.name}: invphys-lm cost per problem vs batch size\n")
+    print("| batch | mode | success eps 0.05 | iterations mean (max) | ms per problem "
+          "| compile s |")
+    print("|---|---|---|---|---|---|")
+    out = {}
+    for count in batches:
+        for compact in (False, True):
+            r = run_invphys(b, method, count, repeats, max_iter, compact=compact)
+            out[count, compact] = r
+            mode = "compact" if compact else "one loop"
+            print(f"| {count} | {mode} | {100 * r['success'][0.05]:.0f}% | "
+                  f"{r['iters_mean']:.1f} ({r['iters_max']:.0f}) | "
+                  f"{r['ms_per_problem']:.3f} | {r['compile_s']:.2f} |", flush=True)
+    print(f"\npeak RSS after batch {max(batches)}: {peak_rss_mib():.0f} MiB (process)")
+    return out
+
+
 # -------------------------------------------------------------------------- scaling
 def iteration_costs(n: int, peers: bool, iters: int, repeats: int) -> dict[str, float]:
     """ms per LM iteration on one Heat problem with N = n grid points (no stopping)."""
@@ -290,7 +323,15 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1000,
                     help="batched throughput run (invphys and optimistix; 0 = skip)")
     ap.add_argument("--n-fit", type=int, default=2000, help="samples for the normaliser")
-    ap.add_argument("--heat-fidelity", default="paper", choices=("paper", "accurate"))
+    ap.add_argument("--heat-fidelity", default="paper",
+                    choices=("paper", "accurate", "adaptive"))
+    ap.add_argument("--heat-paper-form", default="steps", choices=("steps", "matrix"),
+                    help="paper fidelity: the literal steps (the spec default) or one mat-vec")
+    ap.add_argument("--osc-fidelity", default="accurate", choices=("accurate", "adaptive"))
+    ap.add_argument("--batches", type=int, nargs="*", default=[16, 200, 1000],
+                    help="batch sizes of the cost-per-problem table (none: skip)")
+    ap.add_argument("--only-batches", action="store_true",
+                    help="only the batch-size table (no peer comparison, no scaling)")
     ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="*", default=[64, 256, 1024, 4096])
@@ -305,10 +346,16 @@ def main(argv=None) -> int:
         args.sizes = [s for s in args.sizes if s <= 1024]
         args.peers_upto = min(args.peers_upto, 256)
     print(device_line())
-    fidelity = {"oscillator": "accurate", "heat1d": args.heat_fidelity}
+    overrides = {"oscillator": {"physics.fidelity": args.osc_fidelity},
+                 "heat1d": {"physics.fidelity": args.heat_fidelity,
+                            "physics.paper_form": args.heat_paper_form}}
     for name in args.problems:
-        b = make_bench(name, max(args.count, args.batch), args.n_fit, args.seed,
-                       {"physics.fidelity": fidelity[name]})
+        b = make_bench(name, max(args.count, args.batch, *args.batches), args.n_fit,
+                       args.seed, overrides[name])
+        if args.batches:
+            batch_sizes(b, args.batches, max(1, args.repeats - 1), args.max_iter)
+        if args.only_batches:
+            continue
         rows = compare(b, args.count, args.repeats, args.max_iter)
         print_table(f"{b.name}: {args.count} problems", rows)
         if args.batch:
@@ -317,7 +364,7 @@ def main(argv=None) -> int:
             big = compare(b, args.batch, max(1, args.repeats - 1), args.max_iter,
                           peers=("optx",), gn=False)
             print_table(f"{b.name}: batch of {args.batch}", big)
-    if not args.no_scaling:
+    if not (args.no_scaling or args.only_batches):
         per_iteration(args.sizes, args.peers_upto)
     return 0
 

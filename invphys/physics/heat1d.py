@@ -1,13 +1,21 @@
-"""Heat-1D initial-condition recovery: the semi-discrete heat equation, via diffrax.
+"""Heat-1D initial-condition recovery: the semi-discrete heat equation.
 
 Method of lines on ``linspace(0, 1, n)`` with Dirichlet (pinned, zero) endpoints:
 ``u' = kappa / dx^2 * (u[i+1] - 2 u[i] + u[i-1])`` on the interior. Time is measured in
-``tau = kappa t / dx^2`` so the vector field is the plain discrete Laplacian, and
+``tau = kappa t / dx^2`` so the vector field is the plain discrete Laplacian L, and
 
 * *paper* fidelity takes ``steps`` explicit-Euler steps of size ``s`` in tau: one step
-  is exactly the paper's update ``u[1:-1] += s (u[2:] - 2 u[1:-1] + u[:-2])``;
-* *accurate* fidelity integrates the same system to physical time ``T`` (default: the
-  paper's ``steps * s * dx^2 / kappa``) with an adaptive solver and tight tolerances.
+  is exactly the paper's update ``u[1:-1] += s (u[2:] - 2 u[1:-1] + u[:-2])``
+  (a scan of the literal scheme; see ``paper_form`` for its one-matrix equivalent);
+* *accurate* fidelity: the exact flow of the same system to physical time ``T``
+  (default: the paper's ``steps * s * dx^2 / kappa``). L is diagonalised by the
+  orthonormal discrete sine transform (DST-I) S, with eigenvalues
+  ``-4 sin^2(pi k / (2 (n - 1)))``, so u(T) = S diag(exp(lambda tau)) S^T u0: exact to
+  rounding, with no stability limit and no step size (see :func:`propagator`);
+* *adaptive* fidelity (what *accurate* meant before the exact flow): a diffrax solver
+  (``solver``) with tight tolerances to the same T, kept for comparison and for users
+  who want an integrator in the loop. ``solver``, ``rtol``, ``atol``, ``max_steps`` and
+  ``dtmax`` apply to it only.
 
 x is the full initial state (n values); its endpoints are pinned to 0 by the constraint
 set, and the forward map reads only the interior (the boundary condition holds them at
@@ -16,10 +24,13 @@ set, and the forward map reads only the interior (the boundary condition holds t
 
 from __future__ import annotations
 
+import functools
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._errors import SpecError
@@ -31,20 +42,26 @@ from ._registry import register
 SCHEMA = {
     "physics": {
         "n": Key(int, default=64, check=lambda v: None if v >= 3 else "must be >= 3"),
-        "fidelity": Key(str, default="paper", choices=("paper", "accurate")),
+        "fidelity": Key(str, default="paper", choices=("paper", "accurate", "adaptive"),
+                        doc="paper: explicit FD steps; accurate: the exact flow to T "
+                            "(sine transform); adaptive: a diffrax solver to T"),
+        "paper_form": Key(str, default="steps", choices=("steps", "matrix"),
+                          doc="paper: 'steps' runs the explicit scheme step by step; "
+                              "'matrix' applies its product S diag((1 + s lambda)^steps) "
+                              "S^T in one mat-vec (the same map; rounding differs)"),
         "steps": Key(int, default=200, check=positive, doc="paper: number of FD steps"),
         "s": Key(float, default=0.45, check=positive,
                  doc="paper: kappa dt / dx^2 of one explicit step (stable only for "
                      "s <= 0.5)"),
         "kappa": Key(float, default=1.0, check=positive),
         "T": Key(float, default=None, check=positive,
-                 doc="accurate: final time (default steps * s * dx^2 / kappa)"),
+                 doc="accurate, adaptive: final time (default steps * s * dx^2 / kappa)"),
         "solver": Key(str, default="tsit5", choices=tuple(SOLVERS)),
         "rtol": Key(float, default=1e-10, check=positive),
         "atol": Key(float, default=1e-12, check=positive),
         "max_steps": Key(int, default=512, check=positive),
         "dtmax": Key(float, default=None, check=positive,
-                     doc="accurate: largest step in tau = kappa t / dx^2 units "
+                     doc="adaptive: largest step in tau = kappa t / dx^2 units "
                          "(default 0.6 for explicit solvers: stability, see Heat1D)"),
     },
     "prior": {
@@ -61,6 +78,62 @@ def laplacian_dirichlet(u: Float[Array, " k"]) -> Float[Array, " k"]:
     return up[2:] - 2.0 * up[1:-1] + up[:-2]
 
 
+#: Interior sizes up to which the propagator is one dense matrix (a mat-vec: a GEMM
+#: under vmap, the fastest form at the paper's sizes); above it, two sine transforms by
+#: FFT (O(n log n) per solve and no n x n constant in the compiled program).
+DENSE_MAX = 512
+
+
+def laplacian_eigenvalues(k: int) -> np.ndarray:
+    """Eigenvalues of the Dirichlet discrete Laplacian on ``k`` interior points (no
+    1/dx^2): ``-4 sin^2(pi j / (2 (k + 1)))``, j = 1..k, for the DST-I eigenvectors
+    ``sin(pi i j / (k + 1))``."""
+    j = np.arange(1, k + 1)
+    return -4.0 * np.sin(np.pi * j / (2.0 * (k + 1))) ** 2
+
+
+def _decay(k: int, kind: str, tau: float, s: float, steps: int) -> np.ndarray:
+    lam = laplacian_eigenvalues(k)
+    if kind == "exp":  # the exact flow over tau
+        return np.exp(lam * tau)
+    return (1.0 + s * lam) ** steps  # `steps` explicit Euler steps of size s
+
+
+@functools.lru_cache(maxsize=16)
+def _dense_propagator(k: int, kind: str, tau: float, s: float, steps: int) -> np.ndarray:
+    """S diag(decay) S^T (float64, symmetric) from the orthonormal DST-I matrix S."""
+    j = np.arange(1, k + 1)
+    S = np.sqrt(2.0 / (k + 1)) * np.sin(np.pi * np.outer(j, j) / (k + 1))
+    P = (S * _decay(k, kind, tau, s, steps)) @ S.T
+    P.setflags(write=False)
+    return P
+
+
+def dst1(u: Float[Array, " k"]) -> Float[Array, " k"]:
+    """The orthonormal DST-I of ``u`` (its own inverse), by one real FFT of the odd
+    extension ``[0, u, 0, -u reversed]``: sum_i u_i sin(pi i j / (k + 1)) is minus half
+    the imaginary part of its DFT at j."""
+    k = u.shape[-1]
+    z = jnp.zeros((1,), u.dtype)
+    v = jnp.concatenate([z, u, z, -u[::-1]])
+    return -jnp.fft.rfft(v)[1:k + 1].imag * np.sqrt(0.5 / (k + 1))
+
+
+def propagator(u0: Float[Array, " k"], kind: str, tau: float = 0.0, s: float = 0.0,
+               steps: int = 0) -> Float[Array, " k"]:
+    """S diag(d) S^T u0 for the Dirichlet Laplacian's eigenbasis S: the exact flow
+    ``d = exp(lambda tau)`` (``kind="exp"``) or ``steps`` explicit Euler steps of size
+    s, ``d = (1 + s lambda)^steps`` (``kind="euler"``; the same linear map as the
+    literal scheme). Linear in u0 with a symmetric operator, so its JVP is the same
+    map and its VJP too: the adjoint identity holds to rounding."""
+    k = u0.shape[-1]
+    if k <= DENSE_MAX:
+        P = _dense_propagator(k, kind, float(tau), float(s), int(steps))
+        return jnp.asarray(P, u0.dtype) @ u0
+    d = jnp.asarray(_decay(k, kind, float(tau), float(s), int(steps)), u0.dtype)
+    return dst1(d * dst1(u0))
+
+
 class Heat1D(eqx.Module):
     """The Heat-1D forward map x (initial state, n values) -> final state (n values)."""
 
@@ -75,6 +148,7 @@ class Heat1D(eqx.Module):
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
     dtmax: float | None = eqx.field(static=True, default=None)
+    paper_form: str = eqx.field(static=True, default="steps")
 
     @property
     def dx(self) -> float:
@@ -100,7 +174,11 @@ class Heat1D(eqx.Module):
     def __call__(self, x: Float[Array, " n"]) -> Float[Array, " n"]:
         term = diffrax.ODETerm(lambda t, u, args: laplacian_dirichlet(u))
         u0 = x[1:-1]
-        if self.fidelity == "paper":
+        if self.fidelity == "accurate":
+            u1 = propagator(u0, "exp", tau=self.tau_final)
+        elif self.fidelity == "paper" and self.paper_form == "matrix":
+            u1 = propagator(u0, "euler", s=self.s, steps=self.steps)
+        elif self.fidelity == "paper":
             ts = self.s * jnp.arange(self.steps + 1, dtype=u0.dtype)
             u1 = grid_solve(term, diffrax.Euler(), ts, u0)
         else:
@@ -154,7 +232,7 @@ def build(spec: Spec) -> Problem:
     fwd = Heat1D(
         n=n, fidelity=ph["fidelity"], steps=ph["steps"], s=ph["s"], kappa=ph["kappa"],
         T=T, solver=ph["solver"], rtol=ph["rtol"], atol=ph["atol"],
-        max_steps=ph["max_steps"], dtmax=ph["dtmax"],
+        max_steps=ph["max_steps"], dtmax=ph["dtmax"], paper_form=ph["paper_form"],
     )
     prior = SineSeriesPrior(n=n, n_modes=pr["n_modes"], amp_std=pr["amp_std"],
                             clip=pr["clip"])

@@ -110,6 +110,11 @@ def solve_compacted(problem, method, rules, y_obs, x0, round_iters: int,
             break
         until = min(until + round_iters, rules.max_iter)
         size = min(s for s in sizes if s >= running.size)
+        if size == total:
+            # nothing to gather yet: the whole batch runs on (stopped members are held
+            # by the loop's condition), without copying the carry out and back
+            carry = _run_batch(problem, method, rules, y_obs, carry, jnp.asarray(until))
+            continue
         take = np.concatenate([running, np.repeat(running[-1:], size - running.size)])
         sub = _run_batch(problem, method, rules, place(y_obs[take]),
                          place(_gather(carry, take)), jnp.asarray(until))

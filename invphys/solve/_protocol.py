@@ -27,7 +27,14 @@ from ._implicit import as_method
 from ._rules import Rules
 from ._search import objective
 
-__all__ = ["solve"]
+__all__ = ["COMPACT_AUTO_MIN", "solve"]
+
+#: The batch size from which ``compact="auto"`` gathers finished members out between
+#: rounds (see :func:`solve`). The batch-size table of benchmarks/solvers.py (16 / 200 /
+#: 1000 problems, both modes) is the record it was set from: at 16 the rounds cost more
+#: than they save, at 200 the two modes were within the run-to-run noise, at 1000
+#: compaction was usually ahead (a bigger batch has a longer tail of slow members).
+COMPACT_AUTO_MIN = 512
 
 
 def solve(
@@ -40,7 +47,7 @@ def solve(
     rules: Rules | None = None,
     *,
     shard: bool | jax.sharding.Sharding = False,
-    compact: bool | int = False,
+    compact: bool | int | str = "auto",
 ) -> Solution:
     """Recover x from observations ``y_obs`` under the shared protocol.
 
@@ -60,6 +67,13 @@ def solve(
     (a few extra compiles, one host sync per round; combines with ``shard``). Same
     answers per member. Under tracing (inside a user's jit/vmap/grad) compaction needs
     host syncs, so the batch runs as one loop instead (the same answers).
+    ``compact="auto"`` (the default) compacts batches of at least
+    :data:`COMPACT_AUTO_MIN` members and runs smaller ones as one loop: in one vmapped
+    loop every member pays for the slowest member's iterations, and the slowest of a
+    batch gets slower as the batch grows (the tail of the iteration count), so a large
+    batch's cost per problem grows with its size unless finished members are gathered
+    out; a small batch has little tail to cut, and there the rounds' host syncs and
+    extra compiles cost more than they save. ``compact=False`` always runs one loop.
 
     Traceable: ``jax.vmap(lambda y: invphys.solve(problem, y, x0).x)(Y)`` works, and
     ``jax.grad`` through ``sol.x`` is the implicit derivative (see :func:`solve_core`).
@@ -92,6 +106,10 @@ def solve(
                          f"(batch, {y_shape[0]})")
     if x0.ndim == 2 and not batched:
         raise ShapeError("x0 has a batch axis but y_obs does not")
+    if isinstance(compact, str):
+        if compact != "auto":
+            raise ValueError(f"compact must be 'auto', a bool or a round length, got {compact!r}")
+        compact = batched and y_obs.shape[0] >= COMPACT_AUTO_MIN
     if compact and not batched:
         raise ValueError("compact=True needs a batched solve (a leading batch axis on y_obs)")
     rounds = 0
