@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default: K draws from the prior")
     p.add_argument("--n", type=int, default=4, help="number of prior draws, >= 1 (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (prior and noise)")
-    p.add_argument("--fidelity", choices=("paper", "accurate"), help="override the spec")
+    p.add_argument("--fidelity", choices=("paper", "accurate", "adaptive"),
+                   help="override the spec: the paper's scheme, the exact flow (accurate), "
+                   "or an adaptive diffrax solve")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=run)
 

@@ -95,7 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="D-IPG form (default: paper on the surrogate, local otherwise)")
     p.add_argument("--objective", choices=("simulator", "surrogate"), default="simulator",
                    help="solve against the spec's simulator or the model's surrogate f")
-    p.add_argument("--fidelity", choices=("paper", "accurate"), help="override the spec")
+    p.add_argument("--fidelity", choices=("paper", "accurate", "adaptive"),
+                   help="override the spec: the paper's scheme, the exact flow (accurate), "
+                   "or an adaptive diffrax solve")
     p.add_argument("--residual", choices=("normalised", "whitened"), default=None,
                    help="output space of the residual: normalised (z-scored) or whitened "
                    "(noise std 1, noise-only outputs left out; dipg then reads it through "

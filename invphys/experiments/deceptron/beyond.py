@@ -8,8 +8,9 @@ recovered x, uses stricter stops and more test problems.
   so the target RMSE tau = 1.1 *is* the discrepancy principle (residual at the noise
   level: stop, do not fit the noise); x scored by relative L2 error. Heat is a linear
   PDE, so its accurate-fidelity solution operator is tabulated once as a matrix (one
-  adaptive solve per unit vector, checked against direct solves of test x; the adaptive
-  solve costs ~6 ms per problem and forward, too slow for 500 problems x 7 methods).
+  solve per unit vector, checked against direct solves of test x). The accurate
+  fidelity is now itself one mat-vec (the exact flow), so the table only pins the
+  operator the methods see.
   D-IPG reads whitened residuals through the training outputs' signal subspace
   (``signal_basis``, shared with ``invphys solve``): the learned V amplifies noise
   directions into x directions the heat flow erases, which unfiltered stalls D-IPG

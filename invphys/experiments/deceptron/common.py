@@ -34,11 +34,10 @@ class Settings:
     """What a reproduction run covers (``quick`` shrinks the beyond-paper evaluation).
 
     ``beyond_fidelity`` is the true simulator of beyond mode per problem, ``n_beyond`` its
-    number of test problems. The oscillator's adaptive (accurate) solve costs ~0.3 ms per
-    problem and forward (~0.5 ms with its VJP) on 2 cores: 500 problems x 7 methods x up
-    to 200 iterations (x-GD's failures run them all) would take most of an hour, so the
-    full run scores 200 oscillator problems there; quick keeps the oscillator at paper
-    fidelity (RK4 at the sample spacing; its error is far below the noise).
+    number of test problems. The full run scores 200 oscillator problems there (when the
+    accurate oscillator was an adaptive Tsit5 solve, 500 problems x 7 methods x up to 200
+    iterations took most of an hour; it is now an exact flow, much cheaper); quick keeps
+    the oscillator at paper fidelity (RK4 at the sample spacing; its error is far below the noise).
     """
 
     quick: bool = False

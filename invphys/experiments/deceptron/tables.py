@@ -314,7 +314,7 @@ def _beyond_notes(results: dict) -> list[str]:
     notes = []
     if sim.get("tabulated"):
         notes.append(f"Heat-1D is linear: its {sim['fidelity']}-fidelity solution operator is "
-                     "tabulated once (one adaptive solve per unit vector); it matches direct "
+                     "tabulated once (one simulator call per unit vector); it matches direct "
                      f"solves of {sim['checked_on']} test x to "
                      f"{sim['max_abs_err_vs_direct']:.1e} (noise std 0.02).")
     if "signal_dims" in sim:
