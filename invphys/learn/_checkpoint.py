@@ -25,6 +25,7 @@ from ._store import (
     MODEL_FILE,
     StoredModel,
     card_base,
+    card_spec,
     check_sections,
     load_tree,
     n_parameters,
@@ -176,7 +177,8 @@ def check_compatible(ckpt: Checkpoint, problem, *, strict: bool = True) -> None:
                               f"{info['y_size']}; the problem has {n} and {m}")
     if strict and spec is not None and card.get("spec") is not None:
         try:
-            check_sections(where, spec.to_dict(), card["spec"], ("physics",), NUMERICS_KEYS)
+            check_sections(where, spec.to_dict(), card_spec(card, where), ("physics",),
+                           NUMERICS_KEYS)
         except CheckpointError as e:
             raise CheckpointError(f"{e} (strict=False to allow)") from None
 

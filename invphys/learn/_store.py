@@ -37,8 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._errors import CheckpointError
+from .._errors import CheckpointError, InvphysError
 from .._io import atomic_path, dumps_strict, save_json, save_jsonl, sha256_file
+from .._spec import spec_from_dict
 
 STATE_FORMAT = "invphys-train-state/1"
 #: Headers of states written before the store was shared (still read for --resume).
@@ -326,6 +327,19 @@ def first_mismatch(mine: Mapping[str, Any], theirs: Mapping[str, Any],
     diff = sorted(k for k in set(mine) | set(theirs)
                   if k not in ignore and mine.get(k) != theirs.get(k))
     return diff[0] if diff else None
+
+
+def card_spec(card: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The spec a card was trained with, read against today's schema: a key the card
+    lacks (written before the key existed) reads as its default, as config fields do.
+    CheckpointError if the card's spec is not valid today."""
+    try:
+        raw = {sec: ({k: v for k, v in keys.items() if v is not None}
+                     if isinstance(keys, dict) else keys)
+               for sec, keys in (card.get("spec") or {}).items()}
+        return spec_from_dict(raw, source=str(where)).to_dict()
+    except InvphysError as e:
+        raise CheckpointError(f"{where}: its card's spec is not valid today ({e})") from None
 
 
 def check_sections(where: str, mine: Mapping[str, Any], theirs: Mapping[str, Any],

@@ -40,7 +40,7 @@ from jaxtyping import Array, Float, PyTree
 
 from .._configs import NetTrainConfig
 from .._errors import CheckpointError, InvphysError, SpecError
-from .._spec import load_spec, spec_from_dict
+from .._spec import load_spec
 from ..physics import deblur2d, load_problem
 from ..physics.deblur2d import Deblur2D, nominal_operator, start
 from ._optimizers import make_optimizer
@@ -49,6 +49,7 @@ from ._store import (
     MODEL_FILE,
     StoredModel,
     card_base,
+    card_spec,
     check_out_dir,
     check_sections,
     load_tree,
@@ -407,14 +408,7 @@ def check_net_compatible(ckpt: NetCheckpoint, spec) -> None:
     if card.get("physics") != spec.problem:
         raise CheckpointError(f"{where} was trained on {card.get('physics')!r}, "
                               f"not {spec.problem!r}")
-    try:
-        raw = {sec: ({k: v for k, v in keys.items() if v is not None}
-                     if isinstance(keys, dict) else keys)
-               for sec, keys in (card.get("spec") or {}).items()}
-        theirs = spec_from_dict(raw, source=str(where)).to_dict()
-    except InvphysError as e:
-        raise CheckpointError(f"{where}: its card's spec is not valid today ({e})") from None
-    check_sections(where, spec.to_dict(), theirs, MATCH_SECTIONS)
+    check_sections(where, spec.to_dict(), card_spec(card, where), MATCH_SECTIONS)
 
 
 def load_deceptronnet(path: str | Path, spec=None) -> DeceptronNet:
