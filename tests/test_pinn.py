@@ -151,3 +151,46 @@ def test_cover_rejects_points_outside():
     dec = pinn.Decomposition.uniform(0.0, 1.0, 3)
     with pytest.raises(ValueError, match="no subdomain"):
         dec.cover(np.array([[5.0]]))
+
+
+def test_svd_solve_equals_cholesky_and_pseudo_inverse():
+    res, theta = _oscillator_residuals(3, 1.9, n_phys=1)
+    lin = eqx.filter_jit(res.linearise)(theta)
+    jd = np.asarray(lin.dense_jacobian())
+    # damped: the same system as Cholesky's (condition number <= 1e5, as above)
+    lam = 1e-5 * np.linalg.norm(jd, 2) ** 2
+    chol = pinn.to_vector(pinn.DenseSolve()(lin, lam)[0])
+    svd = pinn.to_vector(pinn.DenseSolve("svd", rcond=0.0)(lin, lam)[0])
+    assert np.linalg.norm(svd - chol) <= 1e-10 * np.linalg.norm(chol)
+    # undamped with a cut: the truncated pseudo-inverse, -pinv(J, rcond) r
+    d = pinn.to_vector(pinn.DenseSolve("svd", rcond=1e-6)(lin, 0.0)[0])
+    ref = -np.linalg.pinv(jd, rtol=1e-6) @ np.asarray(lin.r)
+    np.testing.assert_allclose(d, ref, rtol=1e-9, atol=1e-9 * np.linalg.norm(ref))
+
+
+class _NaNSolve(pinn.AbstractBlockSolver):
+    def __call__(self, lin, damping):
+        like = lin.like()
+        return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), like), jnp.zeros((), int)
+
+
+@pytest.mark.parametrize("line_search", ["backtracking", "grid"])
+def test_failed_solve_leaves_parameters_and_raises_damping(line_search):
+    # a NaN direction times a zero step is still NaN: the step must select, not scale
+    res, theta = _oscillator_residuals(3, 1.9, n_phys=1)
+    new, state = pinn.gauss_newton_step(res, _NaNSolve(), theta, pinn.init_state(1e-3),
+                                        line_search=line_search)
+    assert not bool(state.accepted)
+    assert float(state.damping) > 1e-3
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(theta), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grid_search_takes_the_best_power_of_two():
+    # f(theta + alpha d) = (alpha - 0.3)^2: the grid's best is alpha = 0.25
+    th = pinn.Theta(jnp.zeros((1, 1)), jnp.zeros(1))
+    d = pinn.Theta(jnp.ones((1, 1)), jnp.zeros(1))
+    f = lambda t: (t.nets[0, 0] - 0.3) ** 2
+    alpha, fa, ok = pinn.grid_search(f, th, d, f(th), 31)
+    assert float(alpha) == 0.25 and bool(ok)
+    np.testing.assert_allclose(fa, 0.05**2)

@@ -18,7 +18,8 @@ The pieces, from geometry to training::
 * Solvers of the damped GN system: :class:`DenseSolve` (checking),
   :class:`BandedSolve` (block-banded Cholesky; linear in the number of subdomains in
   1D), :class:`PCGSolve` with a lineax preconditioner (:class:`BlockJacobi`).
-* :func:`gauss_newton_step`, :func:`fit_gauss_newton`, :func:`fit_optax`,
+* :func:`gauss_newton_step` (LM damping; Armijo backtracking or energy natural
+  gradient's :func:`grid_search`), :func:`fit_gauss_newton`, :func:`fit_optax`,
   :func:`relative_l2`.
 """
 
@@ -42,6 +43,7 @@ from ._train import (
     fit_gauss_newton,
     fit_optax,
     gauss_newton_step,
+    grid_search,
     init_state,
     relative_l2,
 )
@@ -51,6 +53,6 @@ __all__ = [
     "Bounded", "Decomposition", "DenseSolve", "Field", "GNState", "Linearisation",
     "PCGSolve", "Pattern", "Residuals", "Term", "Theta", "cosine_window", "derivative",
     "dirichlet", "fit_gauss_newton", "fit_optax", "from_vector", "gauss_newton_step",
-    "gradient", "init_state", "laplacian", "observation", "relative_l2", "to_vector",
+    "gradient", "grid_search", "init_state", "laplacian", "observation", "relative_l2", "to_vector",
     "value_minus_datum",
 ]

@@ -171,13 +171,32 @@ class DenseSolve(AbstractBlockSolver):
     """The whole matrix and a Cholesky solve. ``side="params"``: ``n x n`` with ``n``
     the parameter count; ``"residuals"``: the equivalent ``N x N`` system ``d = -J^T (J J^T
     + damping I)^{-1} r`` (needs damping > 0 unless ``J`` has full row rank); ``"auto"``:
-    the smaller."""
+    the smaller; ``"svd"``: the thin SVD ``J = U S V^T`` and ``d = -V S (S^2 + damping)^+
+    U^T r`` with singular values below ``rcond * s_max`` dropped (a truncated,
+    damped pseudo-inverse; ``rcond=None``: ``sqrt(eps n)``, the cut that a least-squares
+    solve of the ``n x n`` Gram system ``J^T J d = -J^T r`` makes with its default
+    ``eps n`` cut on the Gram's singular values ``s^2``). The SVD never forms ``J^T J``,
+    whose condition number is the square of ``J``'s: a PINN's ``J`` has singular values
+    spread over 10+ decades, so Cholesky of ``J^T J + damping I`` fails (or is noise)
+    below a damping of about ``1e-16 |J|^2``, while the SVD stays exact to ``eps |J|``
+    at any damping, zero included (energy natural gradient's least-squares solve of
+    the Gram system)."""
 
     side: str = eqx.field(static=True, default="params")
+    rcond: float | None = eqx.field(static=True, default=None)
 
     def __call__(self, lin, damping):
         jd = lin.dense_jacobian()
         n_res, n_par = jd.shape
+        if self.side == "svd":
+            u, s, vt = jnp.linalg.svd(jd, full_matrices=False)
+            rcond = (np.sqrt(np.finfo(jd.dtype).eps * n_par) if self.rcond is None
+                     else self.rcond)
+            keep = s > rcond * s[0]
+            den = jnp.where(keep, s**2 + damping, 1.0)
+            f = jnp.where(keep & (den > 0), s / den, 0.0)
+            d = -(vt.T @ (f * (u.T @ lin.r)))
+            return from_vector(d, lin.like()), jnp.zeros((), jnp.int32)
         side = self.side if self.side != "auto" else ("residuals" if n_res < n_par else "params")
         if side == "residuals":
             k = jd @ jd.T + damping * jnp.eye(n_res, dtype=jd.dtype)

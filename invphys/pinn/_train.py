@@ -26,7 +26,7 @@ from ._blocks import AbstractBlockSolver
 from ._field import Theta
 from ._residual import Residuals
 
-__all__ = ["GNState", "fit_gauss_newton", "fit_optax", "gauss_newton_step"]
+__all__ = ["GNState", "fit_gauss_newton", "fit_optax", "gauss_newton_step", "grid_search"]
 
 
 class GNState(NamedTuple):
@@ -56,29 +56,62 @@ def _vdot(x: Theta, y: Theta):
                                               strict=True))
 
 
+def grid_search(value_fn: Callable[[Theta], Float[Array, ""]], theta: Theta, d: Theta,
+                value0, levels: int):
+    """Energy natural gradient's line search: ``f(theta + alpha d)`` at every ``alpha``
+    in ``1, 1/2, ..., 2^-(levels-1)`` (one vmapped evaluation), the best one taken.
+    Returns ``(alpha, f(theta + alpha d), ok)``, ``ok``: it decreased ``f``."""
+    alphas = 0.5 ** jnp.arange(levels, dtype=value0.dtype)
+    fs = jax.vmap(lambda a: value_fn(_axpy(a, d, theta)))(alphas)
+    fs = jnp.where(jnp.isfinite(fs), fs, jnp.inf)
+    k = jnp.argmin(fs)
+    return alphas[k], fs[k], fs[k] < value0
+
+
 def gauss_newton_step(residuals: Residuals, solver: AbstractBlockSolver, theta: Theta,
-                      state: GNState, *, max_backtracks: int = 12, armijo: float = 1e-4,
+                      state: GNState, *, line_search: str = "backtracking",
+                      max_backtracks: int = 12, armijo: float = 1e-4, grid_levels: int = 31,
                       decrease: float = 1.0 / 3.0, increase: float = 3.0,
-                      min_damping: float = 1e-14, max_damping: float = 1e8
+                      min_damping: float = 1e-14, max_damping: float = 1e8,
+                      rho_low: float = 0.25, rho_high: float = 0.75
                       ) -> tuple[Theta, GNState]:
-    """One damped GN step on ``0.5 |r(theta)|^2`` (traceable; jit it)."""
+    """One damped GN step on ``0.5 |r(theta)|^2`` (traceable; jit it).
+
+    ``line_search="backtracking"``: the first ``alpha = 0.5^k`` with Armijo decrease
+    (``k <= max_backtracks``); ``"grid"``: the best of ``alpha = 0.5^k``,
+    ``k < grid_levels`` (:func:`grid_search`). LM's damping follows the ratio of actual
+    to predicted reduction at the ``alpha`` taken (:func:`~invphys.optim.lm_damping_update`
+    with ``rho_low``, ``rho_high``). With the grid search the model's
+    ratio at the best ``alpha`` sits near 1/2 even when the model is exact along the
+    line (the best point of a parabola gains half of what the model's full step
+    promised), so the plain LM rule (``rho_high = 0.75``) never lowers the damping
+    there; ``rho_low = rho_high = 0`` makes the damping a safeguard that shrinks by
+    ``decrease`` on every accepted step and grows by ``increase`` on a rejected one,
+    the line search doing the globalisation (energy natural gradient: a pseudo-inverse
+    with a tiny cut, :class:`DenseSolve` ``"svd"``, and the grid search)."""
     lin = residuals.linearise(theta)
-    lam = state.damping
-    d, steps = solver(lin, lam)
+    d, steps = solver(lin, state.damping)
     g = lin.gradient()
     gd = _vdot(g, d)
     jd = lin.jvp(d)
     dgd = jnp.vdot(jd, jd)
     value = lin.value
-    alpha, f_new, _, ok = backtracking(residuals.loss, theta, d, value, gd,
-                                       max_backtracks=max_backtracks, armijo=armijo)
+    if line_search == "grid":
+        alpha, f_new, ok = grid_search(residuals.loss, theta, d, value, grid_levels)
+    elif line_search == "backtracking":
+        alpha, f_new, _, ok = backtracking(residuals.loss, theta, d, value, gd,
+                                           max_backtracks=max_backtracks, armijo=armijo)
+    else:
+        raise ValueError(f"line_search must be 'backtracking' or 'grid', not {line_search!r}")
     actual = value - f_new
     predicted = -(alpha * gd + 0.5 * alpha**2 * dgd)
     rho = jnp.where(predicted > 0, actual / jnp.where(predicted > 0, predicted, 1.0), -jnp.inf)
     accepted = ok & jnp.isfinite(f_new) & (actual > 0)
-    new = _axpy(jnp.where(accepted, alpha, 0.0), d, theta)
-    lam = lm_damping_update(lam, jnp.where(accepted, rho, -jnp.inf), decrease=decrease,
-                            increase=increase, min_damping=min_damping, max_damping=max_damping)
+    # select, never multiply: a failed solve (d with NaN) times 0 is still NaN
+    new = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), _axpy(alpha, d, theta), theta)
+    lam = lm_damping_update(state.damping, jnp.where(accepted, rho, -jnp.inf),
+                            decrease=decrease, increase=increase, min_damping=min_damping,
+                            max_damping=max_damping, rho_low=rho_low, rho_high=rho_high)
     return new, GNState(lam, value, alpha, rho, accepted, steps)
 
 
@@ -109,9 +142,10 @@ def fit_gauss_newton(residuals: Residuals, solver: AbstractBlockSolver, theta: T
     compile_s = time.perf_counter() - t0
     compiled = step
     metric_j = None if metric is None else jax.jit(metric)
+    loss_j = eqx.filter_jit(lambda res, th: res.loss(th))
     hist: dict = {"iteration": [], "time_s": [], "loss": [], "metric": [], "solver_steps": [],
                   "damping": []}
-    _record(hist, 0, 0.0, theta, residuals.loss(theta), metric_j)
+    _record(hist, 0, 0.0, theta, loss_j(residuals, theta), metric_j)
     clock = 0.0
     for it in range(1, iterations + 1):
         t0 = time.perf_counter()
@@ -121,7 +155,7 @@ def fit_gauss_newton(residuals: Residuals, solver: AbstractBlockSolver, theta: T
         hist["solver_steps"].append(int(state.solver_steps))
         hist["damping"].append(float(state.damping))
         if it % every == 0 or it == iterations:
-            _record(hist, it, clock, theta, residuals.loss(theta), metric_j)
+            _record(hist, it, clock, theta, loss_j(residuals, theta), metric_j)
             if target is not None and hist["metric"] and hist["metric"][-1] <= target:
                 break
     hist["compile_s"] = compile_s
@@ -152,8 +186,9 @@ def fit_optax(residuals: Residuals, optimizer: optax.GradientTransformation, the
     jax.block_until_ready(run(residuals, theta, opt_state, n0))  # compile (dropped)
     compile_s = time.perf_counter() - t0
     metric_j = None if metric is None else jax.jit(metric)
+    loss_j = eqx.filter_jit(lambda res, th: res.loss(th))
     hist: dict = {"iteration": [], "time_s": [], "loss": [], "metric": []}
-    _record(hist, 0, 0.0, theta, residuals.loss(theta), metric_j)
+    _record(hist, 0, 0.0, theta, loss_j(residuals, theta), metric_j)
     done, clock = 0, 0.0
     while done < steps:
         n = min(n0, steps - done)
@@ -162,7 +197,7 @@ def fit_optax(residuals: Residuals, optimizer: optax.GradientTransformation, the
         jax.block_until_ready(theta)
         clock += time.perf_counter() - t0
         done += n
-        _record(hist, done, clock, theta, residuals.loss(theta), metric_j)
+        _record(hist, done, clock, theta, loss_j(residuals, theta), metric_j)
     hist["compile_s"] = compile_s
     return theta, hist
 
