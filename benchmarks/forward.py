@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # python benchmarks/forward.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # first: caps BLAS threads before numpy loads, switches x64 on
-from benchmarks._common import device_line, peak_rss_mib  # noqa: E402
+from benchmarks._common import device_line, peak_rss_mib, recorded  # noqa: E402
 
 # isort: split
 import argparse  # noqa: E402
@@ -66,7 +66,14 @@ def main(argv=None):
     ap.add_argument("--fidelity", nargs="+", default=["paper", "accurate", "adaptive"])
     ap.add_argument("--problems", nargs="+", default=["heat1d", "oscillator"])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--readme", help="also write the output into this README's generated "
+                    "section <!-- results:bench-forward:start/end -->")
     args = ap.parse_args(argv)
+    with recorded("forward", argv, args.readme):
+        run(args)
+
+
+def run(args) -> None:
     batches = [args.batch] if args.batch else sorted(args.batches)
     print(device_line())
     print("times: compile (s); run per problem (us), best of "

@@ -58,7 +58,7 @@ if __package__ in (None, ""):  # python benchmarks/solvers.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # first: caps BLAS threads before numpy loads, switches x64 on
-from benchmarks._common import device_line, peak_rss_mib  # noqa: E402
+from benchmarks._common import device_line, peak_rss_mib, recorded  # noqa: E402
 
 # isort: split
 import argparse  # noqa: E402
@@ -340,7 +340,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--readme", help="also write the output into this README's generated "
+                    "section <!-- results:bench-solvers:start/end -->")
     args = ap.parse_args(argv)
+    with recorded("solvers", argv, args.readme):
+        return run(args)
+
+
+def run(args) -> int:
     if args.quick:
         args.count, args.batch, args.repeats = 16, 200, 1
         args.sizes = [s for s in args.sizes if s <= 1024]
