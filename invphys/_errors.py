@@ -10,7 +10,10 @@ class InvphysError(Exception):
 
 
 class SpecError(InvphysError, ValueError):
-    """An experiment specification is missing, unreadable, or invalid (names the key)."""
+    """An experiment specification is missing, unreadable, or invalid, or a setting that
+    stands for a spec key (a CLI option, a :class:`~invphys.solve.Rules` or
+    ``least_squares`` argument) is out of range; the message names the key or argument.
+    A ``ValueError`` too, so ``except ValueError`` keeps working."""
 
 
 class ShapeError(InvphysError, ValueError):

@@ -203,6 +203,145 @@ def test_plateau_is_reported_not_claimed():
     assert 2 * float(s.cost) > 2 * prob.certified_rss
 
 
+# ------------------------------------------- first-order points a Jacobian cannot see
+# Minimisers with a non-zero residual and a vanishing Jacobian column: J^T r = 0 there
+# only because J = 0, so every first-order test (|J^T r| <= c eps |J| |r|, the cosine
+# between a column and r) fails: with one residual |J^T r| = |J| |r| at every point. The
+# cost is f* + H dx^2 / 2 with H = sum r_i r_i'' > 0, flat to rounding within
+# |dx| ~ sqrt(2 c eps f* / H) ~ 1e-8 of x*: the solve must say "converged" there.
+def _sq1(x):
+    return jnp.array([x[0] ** 2 + 1.0])
+
+
+def _shifted2(x):
+    return jnp.array([(x[0] - 1.0) ** 2 + 0.5, (x[0] - 1.0) ** 2 + 0.25])
+
+
+def _cosh(x):
+    return jnp.cosh(x - 2.0)
+
+
+def _mixed(x):  # x[0] enters linearly through r_3, x[1] only quadratically
+    return jnp.array([x[0] ** 2 + 1.0, (x[1] - 1.0) ** 2 + 2.0, x[0] * x[1]])
+
+
+FIRST_ORDER = {  # name: (fn, x0, x*, bounds)
+    "x^2+1 from 1": (_sq1, [1.0], [0.0], None),
+    "x^2+1 from 3": (_sq1, [3.0], [0.0], None),
+    "x^2+1 at its minimum": (_sq1, [0.0], [0.0], None),
+    "x^2+1 in a box": (_sq1, [1.5], [0.0], (-1.0, 2.0)),
+    "(x-1)^2+c, two residuals": (_shifted2, [3.0], [1.0], None),
+    "(x-1)^2+c at its minimum": (_shifted2, [1.0], [1.0], None),
+    "cosh(x-2)": (_cosh, [0.3], [2.0], None),
+    "one regular, one vanishing column": (_mixed, [0.7, 2.5], [0.0, 1.0], None),
+}
+
+
+@pytest.mark.parametrize("name", list(FIRST_ORDER))
+def test_minimum_with_vanishing_jacobian_is_a_success(name):
+    fn, x0, x_star, box = FIRST_ORDER[name]
+    lo, hi = (None, None) if box is None else box
+    s = least_squares(fn, jnp.asarray(x0), lower=lo, upper=hi)
+    assert bool(s.success), s.message
+    assert s.message.startswith("converged"), s.message
+    # x to what a flat minimum allows (sqrt(eps)-ish), the cost to rounding
+    np.testing.assert_allclose(s.x, x_star, atol=1e-6)
+    f_star = 0.5 * float(jnp.sum(fn(jnp.asarray(x_star, float)) ** 2))
+    assert abs(float(s.cost) - f_star) <= 1e-14 * f_star
+    # as good as MINPACK's answer, and not the 66-80 evaluations of a stagnation stop
+    bounds = (-np.inf, np.inf) if box is None else box
+    ref = scipy.optimize.least_squares(lambda z: np.asarray(fn(jnp.asarray(z))),
+                                       np.asarray(x0, float), bounds=bounds,
+                                       method="lm" if box is None else "trf")
+    assert ref.success
+    assert float(s.cost) <= ref.cost * (1.0 + 1e-15)
+    at_min = np.allclose(x0, x_star)
+    assert int(s.nfev) <= (5 if at_min else 56), int(s.nfev)
+
+
+def test_cost_converged_code_and_accuracy_of_x():
+    """From a start away from x*, the stop is the second-order certificate, and the
+    point is inside the rounding basin: the gradient is what rounding of f leaves."""
+    s = least_squares(_sq1, jnp.array([1.5]))
+    assert int(s.result._value) == int(RESULTS.cost_converged._value), s.message
+    eps = np.finfo(float).eps
+    # f = 1/2 + x^2 + ..., H = 2: the basin half-width for 16 ulps of f is sqrt(16 eps / 2)
+    assert abs(float(s.x[0])) <= np.sqrt(16 * eps / 2.0)
+    assert float(s.grad_inf) <= 2.0 * np.sqrt(16 * eps / 2.0) * 1.01
+
+
+PLATEAUS = {  # minimum at infinity: the cost keeps falling, ever slower (scipy: success)
+    "tanh(x) - 2": (lambda x: jnp.tanh(x) - 2.0, [0.0]),
+    "exp(-x) + 1": (lambda x: jnp.exp(-x) + 1.0, [0.0]),
+    "two exponentials": (lambda x: jnp.array([jnp.exp(-x[0]) + 1.0,
+                                              2.0 * jnp.exp(-2.0 * x[0]) - 0.5]), [0.0]),
+}
+
+
+@pytest.mark.parametrize("name", list(PLATEAUS))
+def test_minimum_at_infinity_stays_degenerate(name):
+    """The same flat-to-rounding cost, but the curvature dies with the column: the
+    quadratic model's minimiser is the curvature's decay length away, where it no longer
+    holds. Reported as degenerate, not success (scipy's lm and trf report success)."""
+    fn, x0 = PLATEAUS[name]
+    s = least_squares(fn, jnp.asarray(x0))
+    assert not bool(s.success)
+    assert int(s.result._value) == int(RESULTS.degenerate._value), s.message
+    ref = scipy.optimize.least_squares(lambda z: np.atleast_1d(np.asarray(fn(jnp.asarray(z)))),
+                                       np.asarray(x0, float), method="lm")
+    assert ref.success  # the false success this code exists to avoid
+
+
+def test_boxbod_saturating_start_stays_degenerate():
+    """BoxBOD from a start where exp(-b2 x) saturates gradually (not at once): b2 runs
+    off to a minimum at infinity (RSS 9771.5, not the certified 1168)."""
+    prob = load_nist("BoxBOD")
+    fn, data = _nist_residual(NIST_MODELS["BoxBOD"]), (jnp.asarray(prob.x), jnp.asarray(prob.y))
+    s = least_squares(fn, np.array([100.0, 20.0]), data)
+    assert not bool(s.success)
+    assert int(s.result._value) == int(RESULTS.degenerate._value), s.message
+    assert 2 * float(s.cost) > 2 * prob.certified_rss
+
+
+def test_maximum_with_vanishing_jacobian_is_not_a_success():
+    """r = 1 - x^2 at x = 0: J = 0 and J^T r = 0, but the cost curves down."""
+    s = least_squares(lambda x: 1.0 - x**2, jnp.array([0.0]))
+    assert not bool(s.success), s.message
+
+
+# ------------------------------------------------------- non-finite along the path
+def _wall(x):  # finite for x <= 2 only; the minimum of the finite part is beyond it
+    return jnp.where(x > 2.0, jnp.nan, x - 5.0)
+
+
+@pytest.mark.parametrize("fn, x0", [
+    (_wall, [0.0]),
+    (lambda x: jnp.sqrt(x) + 1.0, [1.0]),  # NaN for x < 0; f falls towards x = 0
+    (lambda x: jnp.stack([jnp.where(x[0] < 1.0, jnp.inf, x[0] + 1.0), x[1] - 2.0]),
+     [3.0, 0.0]),  # inf below 1, the minimum of the finite formula at -1
+], ids=["nan-beyond-2", "sqrt", "inf-below-1"])
+def test_nonfinite_trials_are_reported(fn, x0):
+    s = least_squares(fn, jnp.asarray(x0))
+    assert not bool(s.success)
+    assert int(s.result._value) == int(RESULTS.nonfinite_trial._value), s.message
+    assert "NaN or inf" in s.message and not s.message.startswith("converged")
+    assert bool(jnp.all(jnp.isfinite(s.x))) and np.isfinite(float(s.cost))
+
+
+def test_nonfinite_trials_batched():
+    batch = jax.vmap(lambda x0: least_squares(_wall, x0))(jnp.array([[0.0], [1.0], [1.9]]))
+    assert not np.any(np.asarray(batch.success))
+    assert set(np.asarray(batch.result._value).tolist()) == {int(RESULTS.nonfinite_trial._value)}
+
+
+def test_nonfinite_trial_then_success_is_a_success():
+    """A NaN trial on the way that the search steps around is not a failure: log(x) = 1
+    from 0.05, where the first Gauss-Newton step lands at a negative x."""
+    s = least_squares(lambda x: jnp.log(x) - 1.0, jnp.array([0.05]))
+    assert bool(s.success), s.message
+    np.testing.assert_allclose(s.x, [np.e], rtol=1e-12)
+
+
 # ------------------------------------------------------------------------ errors
 def test_bad_inputs_raise_typed_errors():
     fn = lambda x: jnp.log(x) - 1.0  # noqa: E731
@@ -224,6 +363,12 @@ def test_bad_inputs_raise_typed_errors():
         least_squares(lambda x: jnp.outer(x, x), jnp.ones(2))
     with pytest.raises(ValueError, match="method"):
         least_squares(fn, jnp.ones(2), method="trf")
+    for kw, name in [(dict(max_steps=0), "max_steps"), (dict(max_steps=-5), "max_steps"),
+                     (dict(rtol=-1.0), "rtol"),
+                     (dict(gtol=float("nan")), "gtol"), (dict(atol=float("inf")), "atol")]:
+        with pytest.raises(invphys.SpecError, match=name) as e:
+            least_squares(fn, jnp.ones(2), **kw)
+        assert isinstance(e.value, ValueError) and len(str(e.value).splitlines()) == 1
 
 
 def test_start_outside_bounds_is_projected_and_reported():

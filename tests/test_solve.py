@@ -1,5 +1,7 @@
 """The solver layer: protocol invariants, exact-step formulas, batching, bounds (KKT)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -451,3 +453,45 @@ def test_vmap_over_problem_parameters_as_args():
     dk = jax.grad(lambda k: solve_core(f, Y[1], jnp.zeros(2), k, method="lm",
                                        rules=Rules.certified()).x[0])(1.0)
     assert np.isfinite(float(dk))
+
+
+# ------------------------------------------------------------ Rules: bad values
+RULES_BAD = [  # (keywords, the argument the message must name)
+    (dict(max_iter=0), "max_iter"), (dict(max_iter=-5), "max_iter"),
+    (dict(max_iter=True), "max_iter"),
+    (dict(eps=-1.0), "eps"), (dict(eps=float("nan")), "eps"), (dict(eps=float("inf")), "eps"),
+    (dict(eps="0.3"), "eps"), (dict(rho=0.0), "rho"), (dict(rho=1.5), "rho"),
+    (dict(alpha0=0.0), "alpha0"), (dict(max_halvings=-1), "max_halvings"),
+    (dict(armijo_c=1.0), "armijo_c"), (dict(stall_patience=0), "stall_patience"),
+    (dict(stall_tol=float("nan")), "stall_tol"), (dict(gtol=-1e-3), "gtol"),
+    (dict(endgame=True, rtol=-1.0), "rtol"), (dict(endgame=True, max_rejections=0),
+                                              "max_rejections"),
+]
+
+
+@pytest.mark.parametrize("kw, name", RULES_BAD, ids=[str(kw) for kw, _ in RULES_BAD])
+def test_rules_bad_values_are_typed_errors(kw, name):
+    """A bad setting is a SpecError (also a ValueError, for old ``except ValueError``)
+    naming the argument, in one line, from every way of building a Rules."""
+    with pytest.raises(invphys.SpecError, match=rf"\b{name}\b") as e:
+        Rules(**kw)
+    assert isinstance(e.value, ValueError) and len(str(e.value).splitlines()) == 1
+
+
+def test_rules_bad_values_in_composed_parts_and_presets():
+    from invphys.solve import Backtracking, CertifiedStop, PaperStop, Relaxed
+
+    for make, name in [(lambda: Rules(termination=PaperStop(eps=-1.0)), "eps"),
+                       (lambda: Rules(search=Relaxed(Backtracking(), rho=2.0)), "rho"),
+                       (lambda: Rules(Backtracking(alpha0=float("nan")), CertifiedStop()),
+                        "alpha0"),
+                       (lambda: Rules.paper(eps=float("nan")), "eps"),
+                       (lambda: Rules.paper(max_iter=0), "max_iter"),
+                       (lambda: Rules.certified(gtol=-1.0), "gtol"),
+                       (lambda: Rules.certified(polish=-1e-6), "polish"),
+                       (lambda: dataclasses.replace(Rules(), eps=-2.0), "eps")]:
+        with pytest.raises(invphys.SpecError, match=name):
+            make()
+    # the edges of the ranges are fine
+    Rules(eps=0.0, max_iter=1, rho=1.0, stall_tol=0.0, armijo_c=0.0, max_halvings=0)
+    Rules.certified(rtol=0.0, atol=0.0, gtol=0.0, polish=0.0)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._problem import project_box
-from ._descents import AbstractDescent, active_set
+from ._descents import AbstractDescent, Trial, active_set
 from ._results import RESULTS
 from ._rules import Rules
 from ._search import objective
@@ -31,10 +31,30 @@ __all__ = ["Box", "Solution", "solve_one"]
 class Solution(eqx.Module):
     """The result of :func:`invphys.solve` (every array gains a leading axis in a batch).
 
-    ``converged`` means the target eps was reached (``steps_to_eps >= 0``); ``result``
-    says why the loop stopped (:class:`RESULTS`). ``history`` holds fixed-size arrays:
-    ``rmse`` (max_iter + 1; NaN after the last iteration), ``accepted`` and ``alpha``
-    (max_iter). ``stats``: nfev, njev, accepted, rejected, steps_to_eps, result.
+    Attributes:
+        x: the last iterate.
+        steps: iterations taken.
+        rmse: the residual RMSE sqrt(mean(r^2)) at x, in the units the solve ran in.
+        converged: the RMSE reached the rules' target ``eps`` at some iteration
+            (``stats["steps_to_eps"] >= 0``; ``reached_eps`` is the same). A *target*
+            on the residual, in the solve's own output units (the CLI's normalised
+            space), not a convergence certificate: it says nothing about why the loop
+            stopped, and it can be True beside ``result == stalled`` (reached, then
+            stopped on the stall rule) or False beside ``converged`` (a minimiser whose
+            RMSE is above eps). Use ``result`` for why it stopped.
+        result: why the loop stopped (:class:`RESULTS`): ``target_reached`` (eps with
+            ``stop_at_eps``), ``converged`` / ``stalled`` / ``max_iterations`` under the
+            paper's :class:`~invphys.solve.PaperStop`, or the certified codes of
+            :class:`~invphys.solve.CertifiedStop` (see
+            :class:`~invphys.LeastSquaresSolution`). ``stats["result"]`` holds its
+            integer code.
+        message: (property) ``RESULTS[result]``, the stop reason in a sentence.
+        history: fixed-size arrays: ``rmse`` (max_iter + 1; NaN after the last
+            iteration), ``accepted`` and ``alpha`` (max_iter).
+        stats: nfev, njev, accepted, rejected, steps_to_eps, result.
+        grad_inf: max-norm of the objective's gradient over the free components.
+        active: components held at a bound (or pinned).
+        x0_projected: the start was projected onto the bounds.
     """
 
     x: Float[Array, "... n"]
@@ -52,6 +72,12 @@ class Solution(eqx.Module):
     def message(self) -> str:
         """The stop reason (for a single solve)."""
         return RESULTS[self.result]
+
+    @property
+    def reached_eps(self) -> Bool[Array, "..."]:
+        """The RMSE reached the target eps at some iteration (``converged``'s meaning,
+        under the name the CLI's report.json uses)."""
+        return self.converged
 
 
 class Box(eqx.Module):
@@ -133,6 +159,7 @@ def run(fn, cset, method: AbstractDescent, rules: Rules, y_obs, carry: Carry, un
     until = jnp.minimum(until, rules.max_iter)
     search, term = rules.search, rules.termination
     want_newton = search.needs_newton or term.needs_newton
+    rho = rules.rho
 
     def cond(c: Carry):
         return (~c.stop) & (c.it < until)
@@ -154,7 +181,18 @@ def run(fn, cset, method: AbstractDescent, rules: Rules, y_obs, carry: Carry, un
         steps_to_eps = jnp.where(first_eps, it, c.steps_to_eps)
         stop, code, tstate = term.check(c.termination_state, Iterate(
             x=c.x, lin=lin, newton=newton, search=res, x_new=x_new, phi_new=phi_new,
-            rmse_old=c.rmse, rmse=rmse, cset=cset))
+            rmse_old=c.rmse, rmse=rmse, cset=cset, fn=fn, y_obs=y_obs))
+        probes = jnp.asarray(0)
+        if term.reports_nonfinite_trials:
+            # a stop without progress: did the search's trials meet a non-finite residual?
+            # (the search keeps x on a rejection and says nothing about why)
+            probe = stop & (code == RESULTS.no_progress)
+            met = jax.lax.cond(
+                probe, lambda: _trials_nonfinite(fn, cset, method, rho, y_obs, c.x, lin,
+                                                 query, res, newton),
+                lambda: jnp.asarray(False))
+            code = RESULTS.where(met, RESULTS.nonfinite_trial, code)
+            probes = jnp.where(probe, 2 if newton is None else 3, 0)
         reached = (steps_to_eps >= 0) & term.stop_at_eps
         return Carry(
             x=x_new, phi=phi_new, rmse=rmse, it=it, stop=reached | stop,
@@ -163,11 +201,34 @@ def run(fn, cset, method: AbstractDescent, rules: Rules, y_obs, carry: Carry, un
             hist_rmse=c.hist_rmse.at[it].set(rmse),
             hist_acc=c.hist_acc.at[c.it].set(ok),
             hist_alpha=c.hist_alpha.at[c.it].set(jnp.where(ok, res.trial.alpha, 0.0)),
-            nfev=c.nfev + 1 + res.nfev, njev=c.njev + 1,
+            nfev=c.nfev + 1 + res.nfev + probes, njev=c.njev + 1,
             n_acc=c.n_acc + ok, n_rej=c.n_rej + (~ok),
         )
 
     return jax.lax.while_loop(cond, body, carry)
+
+
+def _trials_nonfinite(fn, cset, method, rho, y_obs, x, lin, query, res, newton) -> Array:
+    """Whether the steps the method proposes from x meet a non-finite objective: the
+    search's first trial, its last rejected one, and the undamped (Gauss-Newton) step
+    when the descent has one (three evaluations). A non-finite *proposal* is the descent
+    refusing a trial (the search evaluates x then), not a non-finite residual."""
+    alpha0 = res.trial.alpha * jnp.exp2(res.trial.index.astype(res.trial.alpha.dtype))
+    last = jnp.where(res.accepted, jnp.maximum(res.trial.index - 1, 0), res.trial.index)
+    alpha_last = alpha0 * jnp.exp2(-last.astype(alpha0.dtype))
+
+    def phi_after(p):
+        p = jnp.where(jnp.all(jnp.isfinite(p)), p, 0.0)
+        x_t = cset.project(x + p)
+        x_t = (1.0 - rho) * x + rho * x_t  # the search's relaxation (exact for rho = 1)
+        return objective(fn, x_t, y_obs)
+
+    steps = jax.vmap(lambda a, k: method.step(fn, x, y_obs, lin, query,
+                                              Trial(alpha=a, index=k)))(
+        jnp.stack([alpha0, alpha_last]), jnp.stack([0 * last, last]))
+    if newton is not None:
+        steps = jnp.concatenate([steps, newton.step[None]])
+    return ~jnp.all(jnp.isfinite(jax.vmap(phi_after)(steps)))
 
 
 def finish(fn, cset, y_obs, c: Carry) -> Solution:

@@ -12,9 +12,14 @@ paper's protocol:
   projected gradient, on a vanished residual, or at the rounding floor (the GN step
   stops shrinking below sqrt(eps) |x|): never on a small cost reduction alone, which is
   what leaves other solvers at 6-7 correct digits when the cost already has 11;
+* a second-order certificate where first-order tests are blind: at a minimiser with a
+  non-zero residual and a vanishing Jacobian (r = x^2 + 1) J^T r = |J| |r| at every
+  point, but the cost's Hessian (with the second-order term) shows no step lowers it
+  beyond rounding (``RESULTS.cost_converged``);
 * honest failure: a solve that ends where a parameter stopped affecting the residual
   (exp saturation, a minimum at infinity: scipy's ``lm`` reports success at RSS 9772 on
-  NIST BoxBOD from start 1) reports ``RESULTS.degenerate``, ``success=False``.
+  NIST BoxBOD from start 1) reports ``RESULTS.degenerate``, ``success=False``; one
+  stopped by NaN/inf along its steps reports ``RESULTS.nonfinite_trial``.
 
 The solution is differentiable with respect to ``args``, to arrays ``fn`` closes over
 and to the bounds, by the implicit function theorem on the KKT conditions (a custom
@@ -40,7 +45,7 @@ from ._descents import AbstractDescent
 from ._implicit import NoArgs, implicit_tangent
 from ._lm import LevenbergMarquardt
 from ._results import RESULTS, SUCCESS
-from ._rules import Rules
+from ._rules import Rules, check_setting
 
 __all__ = ["LeastSquaresSolution", "least_squares"]
 
@@ -52,8 +57,23 @@ class LeastSquaresSolution(eqx.Module):
         x: the solution.
         cost: ``0.5 * sum(fn(x)**2)`` (differentiable, like ``x``).
         fun: the residual vector at ``x``.
-        success: the solve converged (one of the converged result codes).
-        result: why it stopped, a :class:`RESULTS` item; ``message`` says it in words.
+        success: x is a minimiser to the accuracy the problem allows: ``result`` is one
+            of :data:`~invphys.solve.SUCCESS` (``step_converged``,
+            ``gradient_converged``, ``zero_residual``, ``precision_limit``,
+            ``cost_converged``). Exactly a function of ``result``, so the two never
+            disagree.
+        result: why it stopped, a :class:`RESULTS` item (``sol.result._value`` is its
+            integer code, :func:`~invphys.solve.result_names` the names of a batch).
+            Successes as above; failures: ``max_iterations`` (the limit ``max_steps``),
+            ``no_progress`` (no step lowers the cost, at a point that is not a minimum to
+            working precision: the gradient is larger than rounding explains),
+            ``nonfinite_trial`` (the same, where the steps from x meet a NaN/inf
+            residual: x is at the edge of where ``fn`` is finite), ``degenerate`` (a
+            parameter stopped affecting the residual: a plateau or a minimum at infinity,
+            where the cost is flat only because it keeps falling ever slower),
+            ``nonfinite`` (a NaN/inf residual at the start, under jit/vmap).
+        message: (property) ``RESULTS[result]``, the stop reason in a sentence; it starts
+            with "converged" exactly when ``success`` (single, unbatched solves).
         steps: iterations taken (each one Jacobian and one line search).
         nfev, njev: residual and Jacobian evaluations (a Jacobian is one ``linearize``;
             the direct LM mode then takes n JVPs of it).
@@ -130,14 +150,21 @@ def least_squares(
         max_steps: iteration limit (each iteration is one Jacobian and one line search).
 
     Returns:
-        A :class:`LeastSquaresSolution`. ``success`` is False for the iteration limit,
-        a line search that cannot progress away from a solution
-        (``RESULTS.no_progress``), and a converged point where a parameter has stopped
-        affecting the residual (``RESULTS.degenerate``: a plateau or a minimum at
-        infinity, reported instead of a false success).
+        A :class:`LeastSquaresSolution`. ``success`` is True at a minimiser: by the
+        Gauss-Newton step, the gradient, a vanished residual, the rounding floor, or
+        (``RESULTS.cost_converged``) a second-order certificate where the Jacobian
+        cannot tell (a minimum with a non-zero residual and a vanishing Jacobian, such
+        as r = x^2 + 1: the cost's Hessian on the gradient / GN span says no step lowers
+        it beyond rounding). It is False for the iteration limit, a search that cannot
+        progress away from a minimiser (``RESULTS.no_progress``, or
+        ``RESULTS.nonfinite_trial`` when the steps met NaN/inf), and a point where a
+        parameter has stopped affecting the residual (``RESULTS.degenerate``: a plateau
+        or a minimum at infinity, reported instead of a false success).
 
     Raises (for concrete inputs; under ``jit``/``vmap`` only shapes can be checked, and
     a non-finite start returns ``RESULTS.nonfinite`` instead):
+        SpecError: ``max_steps`` is not an integer >= 1, or ``rtol``, ``atol``, ``gtol``
+            is negative, NaN or inf (a ``ValueError`` too).
         NonFiniteError: ``x0`` has NaN/inf, or the residual is not finite at ``x0``.
         BoundsError: ``lower > upper`` somewhere, or a NaN bound.
         ShapeError: ``x0`` is not a vector, a bound has the wrong shape, or ``fn`` does
@@ -147,8 +174,9 @@ def least_squares(
     the same answers as separate solves).
     """
     method = _as_lsq_method(method)
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    check_setting("max_steps", max_steps, "least_squares")
+    for name, value in (("rtol", rtol), ("atol", atol), ("gtol", gtol)):
+        check_setting(name, value, "least_squares")
     if not isinstance(x0, jax.core.Tracer):  # concrete: check before the transfer
         x0 = as_real_array("x0", x0)  # a complex or non-numeric x0 is a ShapeError
         check_finite("x0", x0)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import equinox as eqx
+import numpy as np
 
+from .._errors import SpecError
 from ._results import RESULTS, SUCCESS, result_names
 from ._search import AbstractSearch, Backtracking, Polished, Relaxed
 from ._termination import AbstractTermination, CertifiedStop, PaperStop
@@ -17,6 +21,63 @@ _LEGACY = dict(alpha0=1.0, max_halvings=8, rho=0.4, armijo_c=1e-4, armijo="propo
                stall_tol=1e-4, stall_patience=20, eps=0.30, stop_at_eps=False, gtol=0.0,
                xtol=0.0, ftol=0.0, endgame=False, rtol=0.0, atol=0.0, noise_tol=0.0,
                polish=0.0, max_rejections=12, stagnation=10)
+
+
+# the range of every setting a Rules can carry: (kind, low, low inclusive, high, high incl.)
+_RANGES = {
+    "max_iter": ("int", 1, True, None, True),
+    "max_steps": ("int", 1, True, None, True),  # least_squares' name for max_iter
+    "eps": ("real", 0.0, True, math.inf, False),
+    "alpha0": ("real", 0.0, False, math.inf, False),
+    "max_halvings": ("int", 0, True, None, True),
+    "rho": ("real", 0.0, False, 1.0, True),
+    "armijo_c": ("real", 0.0, True, 1.0, False),
+    "stall_tol": ("real", 0.0, True, math.inf, False),
+    "stall_patience": ("int", 1, True, None, True),
+    "gtol": ("real", 0.0, True, math.inf, False),
+    "xtol": ("real", 0.0, True, math.inf, False),
+    "ftol": ("real", 0.0, True, math.inf, False),
+    "rtol": ("real", 0.0, True, math.inf, False),
+    "atol": ("real", 0.0, True, math.inf, False),
+    "noise_tol": ("real", 0.0, True, math.inf, False),
+    "polish": ("real", 0.0, True, math.inf, False),
+    "max_rejections": ("int", 1, True, None, True),
+    "stagnation": ("int", 1, True, None, True),
+}
+
+
+def _describe(kind, low, low_in, high, high_in):
+    what = "an integer" if kind == "int" else "a finite number" if high == math.inf \
+        else "a number"
+    lo = f"{'>=' if low_in else '>'} {low}"
+    if high is None or high == math.inf:
+        return f"{what} {lo}"
+    return f"{what} in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def check_setting(name: str, value, where: str = "Rules") -> None:
+    """Raise :class:`~invphys.SpecError` (a ``ValueError``, so ``except ValueError``
+    still catches it) naming ``name`` (and ``where``) when a concrete ``value`` is out of
+    the setting's range (NaN and inf included); traced values are left alone."""
+    if name not in _RANGES:
+        return
+    kind, low, low_in, high, high_in = _RANGES[name]
+    if isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0:
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        if hasattr(value, "shape") or hasattr(value, "aval"):  # an array: traced or not
+            return
+        raise SpecError(f"{where}: {name} must be {_describe(*_RANGES[name])}, "
+                        f"got {value!r}")
+    bad = isinstance(value, bool) or (kind == "int" and not float(value).is_integer())
+    v = float(value)
+    if not bad:
+        bad = math.isnan(v) or (v < low if low_in else v <= low)
+        if high is not None:
+            bad = bad or (v > high if high_in else v >= high)
+    if bad:
+        raise SpecError(f"{where}: {name} must be {_describe(*_RANGES[name])}, "
+                        f"got {value!r}")
 
 
 def _parts(obj):
@@ -86,6 +147,9 @@ class Rules(eqx.Module):
         unknown = set(legacy) - set(_LEGACY)
         if unknown:
             raise TypeError(f"Rules got unexpected keyword(s) {sorted(unknown)}")
+        check_setting("max_iter", max_iter)
+        for name, value in legacy.items():  # before the parts are built from them
+            check_setting(name, value)
         if search is None and termination is None:
             search, termination = _legacy(**{**_LEGACY, **legacy})
         else:
@@ -113,13 +177,16 @@ class Rules(eqx.Module):
         self.max_iter = int(max_iter)
 
     def __check_init__(self):
-        if self.max_iter < 1:
-            raise ValueError("max_iter must be >= 1")
+        check_setting("max_iter", self.max_iter)
         if not isinstance(self.search, AbstractSearch):
             raise TypeError(f"search must be an AbstractSearch, got {type(self.search)}")
         if not isinstance(self.termination, AbstractTermination):
             raise TypeError("termination must be an AbstractTermination, got "
                             f"{type(self.termination)}")
+        for obj in (self.search, self.termination):  # composed parts too
+            for part in _parts(obj):
+                for field in dataclasses.fields(part):
+                    check_setting(field.name, getattr(part, field.name))
 
     @classmethod
     def paper(cls, *, eps: float = 0.30, max_iter: int = 200, rho: float = 0.4,
@@ -137,6 +204,7 @@ class Rules(eqx.Module):
         """The production protocol of :func:`invphys.least_squares`: no relaxation,
         Armijo along the projection arc tolerating 16 ulps of Phi, Gauss-Newton
         polishing below ``polish`` |x|, and the certified stopping rules."""
+        check_setting("polish", polish)  # (0 turns polishing off; negative is an error)
         search = Backtracking(armijo="step", noise_tol=16.0)
         if polish > 0:
             search = Polished(search, polish=polish)
