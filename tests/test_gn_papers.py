@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from invphys import optim
 from invphys.experiments import _gn_bench as gb
 from invphys.experiments import papers, sgn
 from invphys.experiments.full_gn import mlp
@@ -93,6 +94,16 @@ def test_lambda_min_is_the_smallest_informative_gn_eigenvalue():
     jac = jax.jacfwd(lambda f: gb.mlp_apply(unravel(f), x)[:, 0])(flat)
     dense = np.linalg.eigvalsh(np.asarray(jac.T @ jac) / 40)[0]
     assert sgn.lambda_min(p, x) == pytest.approx(dense, rel=1e-6)
+    # more parameters than samples: the NTK-type Gram J J^T / n, the optimizer's definition
+    wide = gb.init_mlp(jax.random.key(2), (4, 16, 1))  # 97 parameters > 40 samples
+    flat, unravel = jax.flatten_util.ravel_pytree(wide)
+    jac = np.asarray(jax.jacfwd(lambda f: gb.mlp_apply(unravel(f), x)[:, 0])(flat))
+    gram = np.linalg.eigvalsh(jac @ jac.T / 40)[0]
+    assert gram > 1e-8 and np.linalg.eigvalsh(jac.T @ jac / 40)[0] < 1e-12
+    assert sgn.lambda_min(wide, x) == pytest.approx(gram, rel=1e-6)
+    ggn = optim.linearize_ggn(lambda q: gb.mlp_apply(q, x),
+                              lambda o: gb.half_mse(o, jnp.zeros_like(o)), wide)
+    assert float(optim.ggn_lambda_min_informative(ggn, wide)) == pytest.approx(gram, rel=1e-6)
 
 
 def test_claims_read_the_sign_of_the_rank_correlation():
@@ -105,6 +116,24 @@ def test_claims_read_the_sign_of_the_rank_correlation():
     assert c["claim1_larger_lambda_min_smaller_gap"] is True
     assert c["claim2_optimisation_error_falls_with_width"] is True
     assert sgn.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    # the verdict needs significance: 4 points in reverse order, p = 1/24 < 0.05
+    assert sgn.rank_test([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(1 / 24, abs=0.01)
+    assert sgn.rank_test([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    flip = [r | {"gap": -r["gap"]} for r in rows]  # a significant positive correlation
+    assert sgn.claims(flip, s)["claim1_larger_lambda_min_smaller_gap"] is False
+    three = sgn.claims(rows[:3], s)  # 3 points: no ordering is significant (p >= 1/6)
+    assert three["claim1_larger_lambda_min_smaller_gap"] is None
+    assert c["stable"]["configs_used"] == 4 and not c["diverged"]
+    # a diverged run (final loss above the initial one) breaks claim 2 over all
+    # configurations, and is left out of the converged-only test
+    rows[2] |= {"initial_loss": 0.1, "train_loss": 5.0}  # width 16, lambda 0.1
+    c = sgn.claims(rows, s)
+    assert c["diverged"] == [[16, 10, 0.1]]
+    assert c["train_loss_monotone_in_width"] == "1/2"
+    assert c["claim2_optimisation_error_falls_with_width"] is False
+    assert c["stable"]["train_loss_monotone_in_width"] == "1/1"
+    assert c["stable"]["claim2_optimisation_error_falls_with_width"] is True
+    assert c["stable"]["configs_used"] == 3
 
 
 def test_tiny_full_gn_run_writes_strict_json(tmp_path, monkeypatch):

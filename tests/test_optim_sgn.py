@@ -105,3 +105,39 @@ def test_auto_metric_threshold():
     n = flat(params).size
     assert optim.sgn_lm(dense_max_params=n).init(params).metric.shape == (n, n)
     assert optim.sgn_lm(dense_max_params=n - 1).init(params).metric.shape == (n,)
+
+
+def test_informative_lambda_min_when_the_batch_is_smaller_than_the_network():
+    """m = 48 outputs < P = 93 parameters: G_t has P - m zero eigenvalues whatever the model;
+    the logged value is the smallest of its top m, that of H^{1/2} J J^T H^{1/2}."""
+    params, model_fn, y = problem("mlp")
+    loss_fn = mse(y)
+    g = np.asarray(explicit_ggn(params, model_fn, loss_fn))
+    p, m = g.shape[0], y.size
+    assert m < p
+    evals = np.linalg.eigvalsh(g)
+    assert np.all(np.abs(evals[: p - m]) < 1e-12 * evals[-1])  # the trivial side
+    expected = evals[p - m]
+    assert expected > 1e-9 * evals[-1]  # and a non-trivial value to match (~1e-7 here)
+    # the output-space matrix from the materialised J and H (the reference)
+    w, unravel = jax.flatten_util.ravel_pytree(params)
+    out = model_fn(params)
+    j = np.asarray(jax.jacfwd(lambda v: model_fn(unravel(v)).ravel())(w))
+    h = np.asarray(jax.hessian(lambda o: loss_fn(o.reshape(out.shape)))(out.ravel()))
+    np.testing.assert_allclose(np.linalg.eigvalsh(j @ j.T * h[0, 0])[0], expected, rtol=1e-6)
+    ggn = optim.linearize_ggn(model_fn, loss_fn, params)
+    np.testing.assert_allclose(optim.ggn_lambda_min_informative(ggn, params), expected,
+                               rtol=1e-6)
+    for metric in ("dense", "diagonal"):
+        opt = optim.sgn_lm(metric=metric, log_lambda_min=True)
+        _, grads, kw = optim.extra_args(model_fn, loss_fn, params, jax.random.key(0))
+        _, state = opt.update(grads, opt.init(params), params, **kw)
+        np.testing.assert_allclose(state.lambda_min, expected, rtol=1e-6)
+
+
+def test_informative_lambda_min_is_lambda_min_of_g_when_outputs_outnumber_parameters():
+    params, model_fn, y = problem("one_layer")  # 15 parameters, 48 outputs
+    g = np.asarray(explicit_ggn(params, model_fn, mse(y)))
+    ggn = optim.linearize_ggn(model_fn, mse(y), params)
+    np.testing.assert_allclose(optim.ggn_lambda_min_informative(ggn, params, num_iters=15),
+                               np.linalg.eigvalsh(g)[0], rtol=1e-7)

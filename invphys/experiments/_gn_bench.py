@@ -187,19 +187,34 @@ class Bench:
                 break
         return np.asarray(losses[: steps + 1], float)
 
-    def path(self, method: Method, params0, lr: float, *, steps: int, every: int):
-        """``(losses, snapshots)``: the full training loss after every outer iteration
-        (``steps + 1`` values) and the parameters every ``every`` iterations (first
-        the initial ones)."""
-        run, init = self._chunk_fn(method, every)
-        lr = jnp.asarray(lr, jnp.result_type(float))
-        carry = (params0, init(params0, lr))
-        losses, snaps = [float(self.full_loss(params0))], [params0]
+    def paths(self, method: Method, params0, lrs: Sequence[float], *, steps: int, every: int):
+        """``(losses, snapshots)`` for every rate of ``lrs`` at once (the loop ``vmap``-ped
+        over the rate, one compilation): ``losses[j]`` the full training loss before and
+        after every outer iteration of rate ``j`` (``steps + 1`` values), ``snapshots[k]``
+        the parameters of every rate (a leading axis) every ``every`` iterations, the
+        initial ones first."""
+        k = (method, "paths", every)
+        if k not in self._cache:
+            def chunk(carry, lr, first, data):
+                def body(c, i):
+                    c = self._step(method.make, lr, c, i, data)
+                    return c, self.full_loss(c[0], data)
+
+                return jax.lax.scan(body, carry, first + jnp.arange(every))
+
+            init = lambda p, lr: (p, method.make(lr).init(p))
+            self._cache[k] = (jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, None))),
+                              jax.jit(jax.vmap(init, in_axes=(None, 0))))
+        run, init = self._cache[k]
+        lr = jnp.asarray(list(lrs), jnp.result_type(float))
+        carry = init(params0, lr)
+        p0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(lrs), *a.shape)), params0)
+        losses, snaps = [np.full(len(lrs), float(self.full_loss(params0)))], [p0]
         for first in range(0, steps, every):
             carry, ls = run(carry, lr, jnp.asarray(first), (self.x, self.y))
-            losses.extend(np.asarray(ls, float).tolist())
+            losses.append(np.asarray(ls, float))  # (rates, every)
             snaps.append(carry[0])
-        return np.asarray(losses, float), snaps
+        return np.concatenate([losses[0][:, None]] + losses[1:], axis=1), snaps
 
     def timed(self, method: Method, params0, lr: float, n: int, *, repeats: int = 3,
               budget_s: float = 5.0) -> dict[str, float]:
@@ -248,6 +263,49 @@ def peak_bytes(fn: Callable, *args) -> dict[str, int]:
     return out
 
 
+def dense_gn_step(apply: Callable, loss: Callable, *, form_g: bool, damping: float = 1e-3,
+                  cg_max_steps: int = 50) -> Callable:
+    """``(params, x, y) -> params + d``: one damped GN step with the Jacobian materialised
+    (the reference the matrix-free optimizers avoid, for memory comparisons).
+
+    ``J`` (``outputs x P``, ``jax.jacrev``) and ``H_loss`` (``outputs x outputs``) are
+    formed; ``form_g``: ``G = J^T H J + damping I`` (``P x P``) is formed and solved by
+    Cholesky, else ``(G + damping I) d = -g`` by CG with ``G v = J^T (H (J v))``."""
+    import jax.flatten_util
+    import lineax as lx
+
+    def step(p, x, y):
+        w, unravel = jax.flatten_util.ravel_pytree(p)
+        out = apply(p, x)
+        loss_o = lambda o: loss(o.reshape(out.shape), y)
+        jac = jax.jacrev(lambda v: apply(unravel(v), x).ravel())(w)
+        hess = jax.hessian(loss_o)(out.ravel())
+        g = jac.T @ jax.grad(loss_o)(out.ravel())
+        if form_g:
+            gmat = jac.T @ (hess @ jac) + damping * jnp.eye(w.size, dtype=w.dtype)
+            d = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(gmat), -g)
+        else:
+            op = lx.FunctionLinearOperator(
+                lambda v: jac.T @ (hess @ (jac @ v)) + damping * v, jax.eval_shape(lambda: g),
+                tags=(lx.symmetric_tag, lx.positive_semidefinite_tag))
+            d = lx.linear_solve(op, -g, lx.CG(rtol=1e-6, atol=1e-12, max_steps=cg_max_steps),
+                                throw=False).value
+        return unravel(w + d)
+
+    return step
+
+
+def single_threaded_blas():
+    """A context in which the OpenBLAS behind numpy and behind JAX's CPU LAPACK calls
+    (scipy's) runs one thread. Left to its own thread pool, OpenBLAS competes with
+    XLA's for the cores: with 2 cores the sgn study's SVDs ran 10x slower. (Setting
+    ``OPENBLAS_NUM_THREADS=1`` before numpy loads does the same.)"""
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, so the limit reaches it)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
 # ------------------------------------------------------------------------ analysis
 def iters_to_target(curve: ArrayLike | Sequence[float], target: float) -> int | None:
     """The first outer iteration ``k`` (``curve[k]``: the loss after ``k`` updates) with
@@ -286,6 +344,6 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-__all__ = ["Bench", "Method", "cross_entropy", "first_order_methods", "fmt", "gn_methods",
-           "half_mse", "init_mlp", "iters_to_target", "mlp_apply", "num_params",
-           "peak_bytes", "sweep", "with_obj_fn"]
+__all__ = ["Bench", "Method", "cross_entropy", "dense_gn_step", "first_order_methods", "fmt",
+           "gn_methods", "half_mse", "init_mlp", "iters_to_target", "mlp_apply", "num_params",
+           "peak_bytes", "single_threaded_blas", "sweep", "with_obj_fn"]

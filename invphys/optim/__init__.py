@@ -11,7 +11,9 @@ Optimizers:
   optional projection onto a ball in that metric.
 
 Curvature tools: :func:`linearize_ggn` (the matrix-free ``G v = J^T H_loss J v``),
-:func:`ggn_lambda_min` / :func:`lanczos_extreme_eigenvalues` (Lanczos), and
+:func:`ggn_lambda_min` / :func:`lanczos_extreme_eigenvalues` (Lanczos),
+:func:`ggn_lambda_min_informative` (the smallest eigenvalue of ``G`` on its non-trivial
+side: the output-space Gram when a batch has fewer outputs than parameters), and
 :func:`project_onto_ball` (projection in a metric).
 
 The extra-args contract (every optimizer here; the trainer calls them so)::
@@ -42,6 +44,7 @@ from ._curvature import (
     GGN,
     ggn_extreme_eigenvalues,
     ggn_lambda_min,
+    ggn_lambda_min_informative,
     lanczos_extreme_eigenvalues,
     linearize_ggn,
 )
@@ -95,6 +98,7 @@ __all__ = [
     "gauss_newton_prox_linear",
     "ggn_extreme_eigenvalues",
     "ggn_lambda_min",
+    "ggn_lambda_min_informative",
     "gn_k",
     "gradient_error_bound",
     "lanczos_extreme_eigenvalues",

@@ -21,6 +21,7 @@ __all__ = [
     "GGN",
     "ggn_extreme_eigenvalues",
     "ggn_lambda_min",
+    "ggn_lambda_min_informative",
     "lanczos_extreme_eigenvalues",
     "linearize_ggn",
     "tree_vdot",
@@ -141,3 +142,43 @@ def ggn_lambda_min(
     return ggn_extreme_eigenvalues(linearize_ggn(model_fn, loss_fn, params), params, key,
                                    num_iters)[0]
 
+
+
+def _output_space_lambda_min(ggn: GGN) -> Scalar:
+    """The smallest eigenvalue of ``H^{1/2} J J^T H^{1/2}`` (``m x m``, ``m`` the number of
+    output entries), built column by column from ``m`` products ``J (J^T e)`` and ``m``
+    loss-Hessian products: ``J`` itself is never formed."""
+    flat_out, unravel = jax.flatten_util.ravel_pytree(ggn.outputs)
+    m, dtype = flat_out.shape[0], flat_out.dtype
+    eye = jnp.eye(m, dtype=dtype)
+
+    def ravel(t):
+        return jax.flatten_util.ravel_pytree(t)[0].astype(dtype)
+
+    gram = jax.vmap(lambda e: ravel(ggn.jvp(ggn.vjp(unravel(e)))))(eye)
+    hess = jax.vmap(lambda e: ravel(ggn.loss_hvp(unravel(e))))(eye)
+    h_evals, h_vecs = jnp.linalg.eigh(0.5 * (hess + hess.T))
+    root = (h_vecs * jnp.sqrt(jnp.maximum(h_evals, 0.0))) @ h_vecs.T
+    return jnp.linalg.eigvalsh(root @ (0.5 * (gram + gram.T)) @ root)[0]
+
+
+def ggn_lambda_min_informative(
+    ggn: GGN, params: PyTree[Array], key: Array | None = None, num_iters: int = 20
+) -> Scalar:
+    """The smallest eigenvalue of ``G = J^T H_loss J`` on its informative side.
+
+    With ``m`` output entries and ``P`` parameters, ``G`` (``P x P``) has rank at most
+    ``m``: when ``m < P`` (a mini-batch smaller than the network) its smallest eigenvalue
+    is 0 whatever the model, so the informative quantity is the smallest eigenvalue of
+    the ``m x m`` output-space matrix ``H^{1/2} J J^T H^{1/2}``, which has the same
+    non-zero eigenvalues as ``G`` (for ``loss = 1/(2n) |r|^2``, ``H = I/n``: the NTK-type
+    Gram ``J J^T / n``). It is formed exactly from ``m`` products (memory ``m^2``, no
+    Jacobian). When ``m >= P`` it is ``lambda_min(G)`` itself, by ``num_iters`` Lanczos
+    steps (an upper bound, exact once ``num_iters >= P``; ``key`` draws the start vector).
+    """
+    m = sum(x.size for x in jax.tree.leaves(ggn.outputs))
+    p = sum(x.size for x in jax.tree.leaves(params))
+    if m < p:
+        return _output_space_lambda_min(ggn)
+    key = jax.random.key(0) if key is None else key
+    return ggn_extreme_eigenvalues(ggn, params, key, num_iters)[0]

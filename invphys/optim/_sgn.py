@@ -32,7 +32,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
 from ._contract import require_model_and_loss
-from ._curvature import ggn_extreme_eigenvalues, linearize_ggn
+from ._curvature import ggn_lambda_min_informative, linearize_ggn
 
 __all__ = ["SGNState", "project_onto_ball", "sgn_lm"]
 
@@ -41,8 +41,8 @@ class SGNState(NamedTuple):
     """Arrays only. ``metric``: ``sum_t G_t`` (``P x P``, dense) or its diagonal (``P``);
     ``anchor``: ``w_0``, the ball's centre; ``multiplier``: the projection's Lagrange
     multiplier ``mu`` (0 when the ball constraint is inactive); ``projected``: whether
-    it was active; ``lambda_min``: the smallest eigenvalue of this batch's ``G_t``
-    (exact when dense, a Lanczos Ritz value otherwise; NaN when not logged)."""
+    it was active; ``lambda_min``: the smallest eigenvalue of this batch's ``G_t`` on its
+    informative side (see :func:`sgn_lm`; NaN when not logged)."""
 
     count: Int[Array, ""]
     anchor: PyTree[Array]
@@ -116,9 +116,19 @@ def sgn_lm(
     projection. ``w_0`` is the ``params`` given to ``init``. ``learning_rate`` is ``eta``
     (a float or an optax schedule of the step count). Extra args: ``model_fn``,
     ``loss_fn`` and, for the diagonal metric or Lanczos, ``key`` (a key derived from the
-    step count is used if none is given). ``log_lambda_min`` stores the smallest
-    eigenvalue of ``G_k`` in the state (dense: exact; diagonal: ``lanczos_iters``
-    Lanczos steps, an upper bound).
+    step count is used if none is given).
+
+    ``log_lambda_min`` stores in the state the smallest eigenvalue of the *batch's* GN
+    matrix ``G_k`` on its informative side (:func:`ggn_lambda_min_informative`): a batch
+    of ``m`` output entries gives ``G_k`` rank ``<= m``, so when ``m < P`` its smallest
+    eigenvalue is 0 for any model, and what is logged is the smallest of its top ``m``
+    eigenvalues, i.e. of the output-space ``H^{1/2} J_k J_k^T H^{1/2}`` (dense metric:
+    ``eigvalsh(G_k)[P - m]``, exact; diagonal: that ``m x m`` matrix, exact, from ``m``
+    products). When ``m >= P``: ``lambda_min(G_k)`` (dense: exact; diagonal:
+    ``lanczos_iters`` Lanczos steps, an upper bound). The generalisation claims of the
+    paper concern the GN matrix of the whole training set: evaluate
+    :func:`ggn_lambda_min_informative` on the full data for that (as
+    ``invphys reproduce --paper sgn`` does); the mini-batch value is a noisy proxy.
     """
     if metric not in ("auto", "dense", "diagonal"):
         raise ValueError(f"metric must be 'auto', 'dense' or 'diagonal', got {metric!r}")
@@ -159,7 +169,8 @@ def sgn_lm(
             evals, q = jnp.linalg.eigh(alpha * total + damping * jnp.eye(n, dtype=dtype))
             u = w - lr * (q @ ((q.T @ g) / evals))
             if log_lambda_min:
-                lam_min = jnp.linalg.eigvalsh(gt)[0]
+                m = sum(x.size for x in jax.tree.leaves(ggn.outputs))
+                lam_min = jnp.linalg.eigvalsh(gt)[max(n - m, 0)]
             h, c_of, back = evals, (lambda x: q.T @ x), (lambda s: q @ s)
         else:
             v = jax.random.rademacher(key, (probes, n), dtype=dtype)
@@ -167,8 +178,8 @@ def sgn_lm(
             h = alpha * jnp.maximum(total, 0.0) + damping
             u = w - lr * g / h
             if log_lambda_min:
-                lam_min = ggn_extreme_eigenvalues(ggn, params, jax.random.fold_in(key, 1),
-                                                  lanczos_iters)[0].astype(dtype)
+                lam_min = ggn_lambda_min_informative(ggn, params, jax.random.fold_in(key, 1),
+                                                     lanczos_iters).astype(dtype)
             c_of, back = (lambda x: x), (lambda s: s)
         if radius is None:
             w_new, mu, active = u, jnp.zeros((), dtype), jnp.asarray(False)

@@ -143,7 +143,9 @@ def verdict(res: dict, target: float) -> dict[str, Any]:
 
 
 def memory(s: Settings, log) -> list[dict[str, Any]]:
-    """XLA's accounting of one compiled step at ~1e5 parameters (digits, batch 256)."""
+    """XLA's accounting of one compiled step at ~1e5 parameters (digits, batch 256): the
+    optimizers (matrix-free GN among them), then a GN step with the Jacobian materialised
+    and one with the GN matrix formed (:func:`._gn_bench.dense_gn_step`), for reference."""
     pr = digits()
     bench = gb.Bench(gb.mlp_apply, pr.loss, pr.x, pr.y, 256)
     p0 = gb.init_mlp(jax.random.key(0), s.memory_sizes)
@@ -154,6 +156,13 @@ def memory(s: Settings, log) -> list[dict[str, Any]]:
         b = bench.step_memory(m, p0)
         rows.append({"method": m.name, "params": gb.num_params(p0), **b})
         log(f"[full-gn] memory {m.name}: {b.get('peak', 0) / 2**20:.1f} MiB")
+    # the references the matrix-free modes avoid: the Jacobian (outputs x P) materialised,
+    # and the GN matrix (P x P) formed; compiled only (accounted, never allocated)
+    x, y = pr.x[:256], pr.y[:256]
+    for name, form_g in (("gn-dense-jacobian", False), ("gn-dense-matrix", True)):
+        b = gb.peak_bytes(gb.dense_gn_step(gb.mlp_apply, pr.loss, form_g=form_g), p0, x, y)
+        rows.append({"method": name, "params": gb.num_params(p0), **b})
+        log(f"[full-gn] memory {name}: {b.get('peak', 0) / 2**20:.1f} MiB (compiled only)")
     return rows
 
 
