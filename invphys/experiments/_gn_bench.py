@@ -157,17 +157,23 @@ class Bench:
         updates, state = make(lr).update(grads, state, params, **kw)
         return optax.apply_updates(params, updates), state
 
+    def _chunk(self, method: Method, length: int):
+        """``length`` outer iterations from iteration ``first`` as one scan, returning the
+        carry and the full training loss after each (unjitted: callers jit or vmap it)."""
+        def chunk(carry, lr, first, data):
+            def body(c, i):
+                c = self._step(method.make, lr, c, i, data)
+                return c, self.full_loss(c[0], data)
+
+            return jax.lax.scan(body, carry, first + jnp.arange(length))
+
+        return chunk
+
     def _chunk_fn(self, method: Method, length: int):
         k = (method, "chunk", length)
         if k not in self._cache:
-            def chunk(carry, lr, first, data):
-                def body(c, i):
-                    c = self._step(method.make, lr, c, i, data)
-                    return c, self.full_loss(c[0], data)
-
-                return jax.lax.scan(body, carry, first + jnp.arange(length))
-
-            self._cache[k] = (jax.jit(chunk), jax.jit(lambda p, lr: method.make(lr).init(p)))
+            self._cache[k] = (jax.jit(self._chunk(method, length)),
+                              jax.jit(lambda p, lr: method.make(lr).init(p)))
         return self._cache[k]
 
     def curve(self, method: Method, params0, lr: float = 0.0, *, steps: int,
@@ -195,13 +201,7 @@ class Bench:
         initial ones first."""
         k = (method, "paths", every)
         if k not in self._cache:
-            def chunk(carry, lr, first, data):
-                def body(c, i):
-                    c = self._step(method.make, lr, c, i, data)
-                    return c, self.full_loss(c[0], data)
-
-                return jax.lax.scan(body, carry, first + jnp.arange(every))
-
+            chunk = self._chunk(method, every)
             init = lambda p, lr: (p, method.make(lr).init(p))
             self._cache[k] = (jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, None))),
                               jax.jit(jax.vmap(init, in_axes=(None, 0))))
