@@ -168,3 +168,12 @@ n_test = 16
 [solve]
 max_iter = {max_iter}
 {train}"""
+
+
+def central_difference_orders(fn, x, v, hs) -> np.ndarray:
+    """The observed orders log2(err(h) / err(h/2)) of central differences of ``fn`` at
+    ``x`` along ``v`` against the JVP, for step sizes ``hs`` halving each time: 2 where
+    the JVP is the derivative (the central difference's error is O(h^2))."""
+    _, jv = jax.jvp(fn, (x,), (v,))
+    errs = [float(np.linalg.norm((fn(x + h * v) - fn(x - h * v)) / (2 * h) - jv)) for h in hs]
+    return np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
