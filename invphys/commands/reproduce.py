@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which parts of the paper to run (deceptron: heat1d, oscillator, "
                    "deblur2d; default all)")
     p.add_argument("--readme", type=Path,
-                   help="also rewrite this README's results section(s) from the run")
+                   help="also rewrite this README's results section(s) from the run "
+                   "('<!-- results:PAPER:start/end -->'; a run of some parts writes "
+                   "'results:PAPER/PART+PART' instead when the README has those markers)")
     p.set_defaults(run=run)
 
 

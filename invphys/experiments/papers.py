@@ -42,7 +42,7 @@ from typing import Any
 
 from .._errors import InvphysError
 from .models import ModelStore, resolve_models_dir
-from .report import Report, check_readme, readme_section, update_readme, write
+from .report import Report, check_readme, has_markers, readme_section, update_readme, write
 
 #: paper name -> the module that defines its ``PAPER``.
 PAPERS: dict[str, str] = {
@@ -93,6 +93,10 @@ class Paper:
     run: Callable[[Context], Report]
     parts: tuple[str, ...] = ()
     needs_models: bool = True
+    quick_parts: tuple[str, ...] = ()  # what --quick runs without --problems (default: parts)
+
+    def default_parts(self, quick: bool) -> tuple[str, ...]:
+        return self.quick_parts if quick and self.quick_parts else self.parts
 
 
 def names() -> list[str]:
@@ -124,11 +128,38 @@ def _parts(paper: Paper, parts) -> tuple[str, ...] | None:
     return tuple(p for p in paper.parts if p in parts)
 
 
-def command_line(paper: str, quick: bool, out: Path, readme: Path) -> str:
+def command_line(paper: str, quick: bool, out: Path, readme: Path,
+                 parts: tuple[str, ...] | None = None) -> str:
     """The command that regenerates a README section (printed in it)."""
     rel = Path(out).resolve().relative_to(Path(readme).resolve().parent)
     return (f"invphys reproduce{'' if paper == DEFAULT else f' --paper {paper}'}"
-            f"{' --quick' if quick else ''} --out {rel} --readme {Path(readme).name}")
+            f"{' --quick' if quick else ''}{' --problems ' + ' '.join(parts) if parts else ''}"
+            f" --out {rel} --readme {Path(readme).name}")
+
+
+def _subset(paper: Paper, picked: tuple[str, ...] | None,
+            quick: bool) -> tuple[str, ...] | None:
+    """The parts of a run that differs from the paper's default run (else None)."""
+    if picked is None or not paper.parts or set(picked) == set(paper.default_parts(quick)):
+        return None
+    return picked
+
+
+def section_names(readme: Path, chosen: list[Paper], picked: dict,
+                  quick: bool) -> dict[str, str]:
+    """paper -> the README section its run writes: ``NAME/PART+PART`` when the run
+    leaves parts out and the README has markers for exactly that subset (an expensive
+    part's full run beside the whole paper's quick one), else ``NAME``."""
+    try:
+        text = Path(readme).read_text()
+    except OSError:
+        text = ""  # check_readme raises, naming the file
+    out = {}
+    for p in chosen:
+        sub = _subset(p, picked[p.name], quick)
+        key = p.name if sub is None else f"{p.name}/{'+'.join(sub)}"
+        out[p.name] = key if has_markers(text, key) else p.name
+    return out
 
 
 def reproduce(paper: str = DEFAULT, out: str | Path = "out/reproduce", *, quick: bool = False,
@@ -144,7 +175,8 @@ def reproduce(paper: str = DEFAULT, out: str | Path = "out/reproduce", *, quick:
     models_dir = resolve_models_dir(models) if any(p.needs_models for p in chosen) else None
     picked = {p.name: _parts(p, parts) for p in chosen}
     if readme is not None:
-        check_readme(Path(readme), [p.name for p in chosen], DEFAULT)
+        sections = section_names(Path(readme), chosen, picked, quick)
+        check_readme(Path(readme), list(sections.values()), DEFAULT)
     reports: dict[str, Report] = {}
     for p in chosen:
         folder = folders[p.name]
@@ -159,10 +191,13 @@ def reproduce(paper: str = DEFAULT, out: str | Path = "out/reproduce", *, quick:
         reports[p.name] = report
     if readme is not None:
         readme = Path(readme)
+        if progress:
+            print("README sections rewritten: " + ", ".join(sections[n] for n in reports))
         update_readme(readme, {
-            name: readme_section(r, folders[name], readme,
-                                 command_line(paper if paper == ALL else name, quick, out,
-                                              readme))
+            sections[name]: readme_section(
+                r, folders[name], readme,
+                command_line(paper if paper == ALL else name, quick, out, readme,
+                             _subset(get(name), picked[name], quick)))
             for name, r in reports.items()}, DEFAULT)
     return reports
 

@@ -289,6 +289,12 @@ def _found_markers(text: str, paper: str, default: bool) -> tuple[str, str] | No
     return None
 
 
+def has_markers(text: str, paper: str) -> bool:
+    """Whether ``text`` has the start and end markers of section ``paper``."""
+    start, end = markers(paper)
+    return start in text and end in text
+
+
 def check_readme(readme: Path, papers: list[str], default: str) -> None:
     """Raise (one line) unless ``readme`` exists and has every paper's markers: checked
     before a long run, not after it."""
