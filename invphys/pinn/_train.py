@@ -116,6 +116,8 @@ def gauss_newton_step(residuals: Residuals, solver: AbstractBlockSolver, theta: 
 
 
 _jit_step = eqx.filter_jit(gauss_newton_step)
+# one jitted loss for every fit: a new lambda per call would compile again each time
+_jit_loss = eqx.filter_jit(lambda res, th: res.loss(th))
 
 
 def _record(hist, it, t, theta, loss, metric):
@@ -142,7 +144,7 @@ def fit_gauss_newton(residuals: Residuals, solver: AbstractBlockSolver, theta: T
     compile_s = time.perf_counter() - t0
     compiled = step
     metric_j = None if metric is None else jax.jit(metric)
-    loss_j = eqx.filter_jit(lambda res, th: res.loss(th))
+    loss_j = _jit_loss
     hist: dict = {"iteration": [], "time_s": [], "loss": [], "metric": [], "solver_steps": [],
                   "damping": []}
     _record(hist, 0, 0.0, theta, loss_j(residuals, theta), metric_j)
@@ -186,7 +188,7 @@ def fit_optax(residuals: Residuals, optimizer: optax.GradientTransformation, the
     jax.block_until_ready(run(residuals, theta, opt_state, n0))  # compile (dropped)
     compile_s = time.perf_counter() - t0
     metric_j = None if metric is None else jax.jit(metric)
-    loss_j = eqx.filter_jit(lambda res, th: res.loss(th))
+    loss_j = _jit_loss
     hist: dict = {"iteration": [], "time_s": [], "loss": [], "metric": []}
     _record(hist, 0, 0.0, theta, loss_j(residuals, theta), metric_j)
     done, clock = 0, 0.0
