@@ -85,14 +85,37 @@ def with_obj_fn(opt: optax.GradientTransformationExtraArgs):
     return optax.GradientTransformationExtraArgs(opt.init, update)
 
 
+def muon_hidden_weights(params: PyTree[Array]) -> PyTree[Any]:
+    """Muon's documented scope (its author's usage notes; Keras's and MLX's docs): the 2-D
+    weights of *hidden* layers. The input and output layers (an MLP's first and last
+    ``w``, a transformer's embeddings and head), biases and gains get ``None``: optax's
+    Muon sends those to its AdamW branch. (optax's own default orthogonalises every 2-D
+    leaf, the input and output layers included.) Params: the MLP's list of ``{"w",
+    "b"}`` layers, or a dict whose hidden layers sit under ``"blocks"``."""
+    from optax.contrib import MuonDimensionNumbers
+
+    if isinstance(params, list):
+        last = len(params) - 1
+        return [{k: MuonDimensionNumbers() if k == "w" and 0 < i < last else None
+                 for k in layer} for i, layer in enumerate(params)]
+
+    def label(path, leaf):
+        hidden = any(getattr(p, "key", None) == "blocks" for p in path)
+        return MuonDimensionNumbers() if hidden and leaf.ndim == 2 else None
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
 def first_order_methods() -> list[Method]:
-    """optax AdamW, optax.contrib Muon and Sophia, all at their documented defaults but
-    the learning rate."""
+    """optax AdamW, optax.contrib Muon (on the hidden layers' weights only,
+    :func:`muon_hidden_weights`, AdamW on the rest at the same rate) and Sophia, at their
+    documented defaults but the learning rate."""
     from optax import contrib
 
     return [
         Method("adamw", lambda lr: optax.with_extra_args_support(optax.adamw(lr))),
-        Method("muon", lambda lr: optax.with_extra_args_support(contrib.muon(lr))),
+        Method("muon", lambda lr: optax.with_extra_args_support(
+            contrib.muon(lr, muon_weight_dimension_numbers=muon_hidden_weights))),
         Method("sophia", lambda lr: with_obj_fn(contrib.sophia(lr))),
     ]
 

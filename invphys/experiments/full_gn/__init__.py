@@ -1,8 +1,10 @@
 """``invphys reproduce --paper full-gn``: full and layer-wise Gauss-Newton (Abreu, Vyas,
 Kakade, Morwani, arXiv 2510.09378) against tuned first-order optimizers, on small
-MLPs (:mod:`.mlp`) and on our own surrogate inverses (:mod:`.surrogate`).
+MLPs and a small transformer (:mod:`.mlp`, :mod:`.transformer`) and on our own
+surrogate inverses (:mod:`.surrogate`).
 
-Parts (``--problems``): ``digits``, ``regression`` (the main comparison per problem),
+Parts (``--problems``): ``digits``, ``regression``, ``transformer`` (the main comparison
+per problem; ``transformer`` runs in the full run or when asked for, not in ``--quick``),
 ``batch`` (the critical-batch-size curve on digits), ``memory`` (one step at ~1e5
 parameters), ``oscillator`` and ``heat1d`` (Deceptron training).
 """
@@ -20,7 +22,8 @@ from ..report import Report
 from . import mlp, surrogate
 from .figures import draw
 
-PARTS = ("digits", "regression", "batch", "memory", "oscillator", "heat1d")
+PARTS = ("digits", "regression", "transformer", "batch", "memory", "oscillator", "heat1d")
+QUICK_PARTS = tuple(p for p in PARTS if p != "transformer")  # quick stays short
 
 
 def _readme(res: dict[str, Any], tables: dict[str, list[list[str]]], quick: bool) -> str:
@@ -34,8 +37,10 @@ def _readme(res: dict[str, Any], tables: dict[str, list[list[str]]], quick: bool
              + (" Quick mode: a 3-point grid, short budgets." if quick else ""), ""]
     for name, r in res.get("mlp", {}).get("problems", {}).items():
         v = r["verdict"]
+        steps = r.get("steps", {})
         lines.append(f"**{name}** (batch {r['batch']}, {r['params']} parameters, "
-                     f"primary target {r['primary']:g}): best first-order "
+                     f"budgets {steps.get('first_order')} first-order / {steps.get('gn')} "
+                     f"GN iterations, primary target {r['primary']:g}): best first-order "
                      f"{v.get('best_first_order')}; iterations first-order / full GN = "
                      f"{_f(v.get('iter_ratio_fo_over_gn'))} (target >= 3: "
                      f"{_yes(v.get('gn_3x_fewer_iterations'))}); layer-wise / full = "
@@ -68,7 +73,7 @@ def _yes(v) -> str:
 
 def run(ctx: Context) -> Report:
     t0 = time.perf_counter()
-    parts = ctx.parts or PARTS
+    parts = ctx.parts or PAPER.default_parts(ctx.quick)
     log = print if ctx.progress else (lambda _: None)
     s = mlp.Settings.make(ctx.quick)
     res: dict[str, Any] = {"quick": ctx.quick, "settings": {
@@ -82,7 +87,8 @@ def run(ctx: Context) -> Report:
     return Report(tables=tables, public=public, figures=res, readme=_readme(res, tables,
                   ctx.quick), draw=lambda folder: draw(res, folder),
                   images=("digits-mlp_loss.png", "teacher-regression_loss.png",
-                          "batch_curve.png", "surrogate_val_mse.png"),
+                          "reversal-transformer_loss.png", "batch_curve.png",
+                          "surrogate_val_mse.png"),
                   device=jax.devices()[0].device_kind, wall_s=time.perf_counter() - t0,
                   quick=ctx.quick)
 
@@ -99,4 +105,5 @@ def _strip_curves(res: dict[str, Any]) -> dict[str, Any]:
 
 
 PAPER = Paper("full-gn", "full vs layer-wise Gauss-Newton against tuned first-order "
-              "optimizers (MLPs, Deceptron training)", run, parts=PARTS, needs_models=False)
+              "optimizers (MLPs, a transformer, Deceptron training)", run, parts=PARTS,
+              needs_models=False, quick_parts=QUICK_PARTS)
