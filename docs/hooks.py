@@ -76,7 +76,7 @@ def _readme() -> str:
 
 def _readme_results() -> str:
     text = _readme()
-    blocks = re.findall(r"<!-- results:([\w-]+):start -->\n(.*?)<!-- results:\1:end -->",
+    blocks = re.findall(r"<!-- results:([\w/+-]+):start -->\n(.*?)<!-- results:\1:end -->",
                         text, flags=re.S)
     if not blocks:
         return "*(no generated results in the README yet)*\n"

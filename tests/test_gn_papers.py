@@ -147,7 +147,8 @@ def test_tiny_full_gn_run_writes_strict_json(tmp_path, monkeypatch):
                                progress=False)
     data = _strict_load(tmp_path / "results.json")
     r = data["mlp"]["problems"]["teacher-regression"]
-    assert set(r["methods"]) == {"adamw", "muon", "sophia", "gn-full", "gn-layerwise"}
+    assert set(r["methods"]) == {"adamw", "muon", "muon-all-2d", "sophia", "gn-full",
+                                "gn-layerwise"}
     assert r["methods"]["adamw"]["targets"]["1e-09"]["iters"] is None  # never reached
     assert (tmp_path / "tables.md").is_file()
     assert "teacher-regression" in reports["full-gn"].readme

@@ -107,15 +107,18 @@ def muon_hidden_weights(params: PyTree[Array]) -> PyTree[Any]:
 
 
 def first_order_methods() -> list[Method]:
-    """optax AdamW, optax.contrib Muon (on the hidden layers' weights only,
-    :func:`muon_hidden_weights`, AdamW on the rest at the same rate) and Sophia, at their
-    documented defaults but the learning rate."""
+    """optax AdamW, optax.contrib Muon twice: ``muon`` as its authors document it (the
+    hidden layers' weights only, :func:`muon_hidden_weights`, AdamW on the rest at the
+    same rate) and ``muon-all-2d`` as optax sets it up by default (every 2-D leaf), since
+    neither is better on every problem; and Sophia; all at their documented defaults
+    but the learning rate."""
     from optax import contrib
 
     return [
         Method("adamw", lambda lr: optax.with_extra_args_support(optax.adamw(lr))),
         Method("muon", lambda lr: optax.with_extra_args_support(
             contrib.muon(lr, muon_weight_dimension_numbers=muon_hidden_weights))),
+        Method("muon-all-2d", lambda lr: optax.with_extra_args_support(contrib.muon(lr))),
         Method("sophia", lambda lr: with_obj_fn(contrib.sophia(lr))),
     ]
 

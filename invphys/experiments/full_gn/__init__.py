@@ -31,6 +31,10 @@ def _readme(res: dict[str, Any], tables: dict[str, list[list[str]]], quick: bool
 
     lines = ["Full vs layer-wise Gauss-Newton (GN) against AdamW, Muon and Sophia tuned over "
              "one learning-rate grid (best rate per target; every rate in the sweep tables). "
+             "Muon twice: `muon` on the hidden layers' weights as its authors document it "
+             "(AdamW on the input and output layers, biases and gains), `muon-all-2d` on "
+             "every 2-D weight (optax's default); the best first-order method is the best "
+             "of all. "
              "Iterations are outer iterations; wall-clock is a rerun of exactly those "
              "iterations, compilation apart. kfac-jax is left out: 0.0.8 fails inside its "
              "graph tracer on jax 0.10 (`get_bind_params`)."

@@ -6,7 +6,7 @@ random tanh 8-32-1 teacher, a 8-64-64-1 student, 1024 noise-free samples, half M
 and a small decoder-only transformer on sequence reversal (:func:`reversal`, only in
 the full run or when asked for: part ``transformer``).
 Each optimizer runs from the same initial weights on the same mini-batch sequence;
-AdamW, Muon and Sophia (optax, documented defaults) are swept over one shared
+AdamW, Muon (two scopes) and Sophia (optax, documented defaults) are swept over one shared
 learning-rate grid, full and layer-wise GN (:mod:`invphys.optim`, LM damping, 50 CG
 steps, line search) have no learning rate. Reported per target of a fixed ladder:
 outer iterations to the training loss target and the wall-clock of exactly those
