@@ -25,7 +25,6 @@ import invphys.pinn as pinn
 from ...physics import load_problem
 from ...physics.oscillator import identifiable
 from ...solve import solve
-from .._gn_bench import single_threaded_blas
 from ..timing import compile_ahead, time_call
 
 # Energy natural gradient's step: a pseudo-inverse of J (DenseSolve "svd", the Gram's
@@ -347,8 +346,8 @@ def heat_inverse(quick, log):
 
     Wall-clock (compile apart): the PINN's fits run one after another (one compiled GN
     step, called per iteration), the simulator's batch is one vmapped solve; both with
-    OpenBLAS on one thread (its pool fights XLA's on a small machine: the dense
-    Cholesky and SVD ran up to 100x slower with it)."""
+    OpenBLAS on one thread when run by the paper (``ddpinn.run`` sets it for every
+    study)."""
     problem = load_problem("heat1d")
     fwd, spec = problem.fn, problem.spec
     n, sigma, kappa, t_final = problem.x_size, spec["noise"]["std"], fwd.kappa, fwd.T
@@ -356,49 +355,48 @@ def heat_inverse(quick, log):
     iterations = 10 if quick else 100  # quick: a smoke run (unconverged)
     n_tau = 8 if quick else 16
     weight, width, depth = 1e3, 24, 2
-    with single_threaded_blas():
-        basis, decay, n_id, sigma_c = heat_modes(problem)
-        k_x, k_n = jax.random.split(jax.random.key(2025))
-        x_true = problem.sample(k_x, count)
-        _, y = problem.observe(k_n, x_true)
-        x_true, y_np = np.asarray(x_true), np.asarray(y)
+    basis, decay, n_id, sigma_c = heat_modes(problem)
+    k_x, k_n = jax.random.split(jax.random.key(2025))
+    x_true = problem.sample(k_x, count)
+    _, y = problem.observe(k_n, x_true)
+    x_true, y_np = np.asarray(x_true), np.asarray(y)
 
-        t0 = time.perf_counter()
-        sol_t = time_call(lambda yy: solve(problem, yy, method="lm").x, y, repeats=1)
-        lm_total = time.perf_counter() - t0
-        x_lm = np.asarray(sol_t.output)
-        chi2_lm = np.sum(((np.asarray(jax.vmap(fwd)(jnp.asarray(x_lm))) - y_np) / sigma) ** 2,
-                         axis=1)
+    t0 = time.perf_counter()
+    sol_t = time_call(lambda yy: solve(problem, yy, method="lm").x, y, repeats=1)
+    lm_total = time.perf_counter() - t0
+    x_lm = np.asarray(sol_t.output)
+    chi2_lm = np.sum(((np.asarray(jax.vmap(fwd)(jnp.asarray(x_lm))) - y_np) / sigma) ** 2,
+                     axis=1)
 
-        grid = np.linspace(0.0, 1.0, n)
-        taus = (1.0 - np.cos(np.pi * np.arange(n_tau) / (n_tau - 1))) / 2.0
-        col = np.stack([a.ravel() for a in np.meshgrid(grid[1:-1], taus, indexing="ij")], 1)
-        obs = np.stack([grid, np.ones(n)], 1)
-        start = jnp.asarray(np.stack([grid, np.zeros(n)], 1))
-        dec = pinn.Decomposition.uniform([0.0, 0.0], [1.0, 1.0], (1, 1))
-        field = pinn.Field.mlp(dec, width, depth, key=jax.random.key(0), ansatz=heat_ansatz)
-        op = heat_op_for(kappa * t_final)
-        fx, ft = np.linspace(0.0, 1.0, 127), (1.0 - np.cos(np.pi * np.arange(41) / 40)) / 2
-        fine = jnp.asarray(np.stack([a.ravel() for a in np.meshgrid(fx, ft, indexing="ij")],
-                                    1))
-        q0 = jnp.zeros((0,))
-        pde_rms = jax.jit(lambda nets: jnp.sqrt(jnp.mean(jax.vmap(
-            lambda z: op(lambda zz: field(nets, zz, q0), z, q0, 0.0))(fine) ** 2)))
-        u0_pinn, pinn_s, compile_s, chi2_pinn, rms_col, rms_off = [], [], 0.0, [], [], []
-        for i in range(count):
-            res = pinn.Residuals(field, [pinn.Term(col, op, weight=weight),
-                                         pinn.observation(obs, y_np[i], sigma)])
-            theta = res.init(jax.random.key(1))
-            theta, hist = pinn.fit_gauss_newton(res, pinn.DenseSolve("auto"), theta,
-                                                iterations)
-            pinn_s.append(hist["time_s"][-1])
-            compile_s = max(compile_s, hist["compile_s"])
-            r, u0 = (np.asarray(v) for v in _heat_evaluate(res, theta, start))
-            rms_col.append(float(np.linalg.norm(r[:len(col)]) / weight))
-            chi2_pinn.append(float(np.sum(r[len(col):] ** 2)))
-            rms_off.append(float(pde_rms(theta.nets)))
-            u0_pinn.append(u0)
-        u0_pinn = np.stack(u0_pinn)
+    grid = np.linspace(0.0, 1.0, n)
+    taus = (1.0 - np.cos(np.pi * np.arange(n_tau) / (n_tau - 1))) / 2.0
+    col = np.stack([a.ravel() for a in np.meshgrid(grid[1:-1], taus, indexing="ij")], 1)
+    obs = np.stack([grid, np.ones(n)], 1)
+    start = jnp.asarray(np.stack([grid, np.zeros(n)], 1))
+    dec = pinn.Decomposition.uniform([0.0, 0.0], [1.0, 1.0], (1, 1))
+    field = pinn.Field.mlp(dec, width, depth, key=jax.random.key(0), ansatz=heat_ansatz)
+    op = heat_op_for(kappa * t_final)
+    fx, ft = np.linspace(0.0, 1.0, 127), (1.0 - np.cos(np.pi * np.arange(41) / 40)) / 2
+    fine = jnp.asarray(np.stack([a.ravel() for a in np.meshgrid(fx, ft, indexing="ij")],
+                                1))
+    q0 = jnp.zeros((0,))
+    pde_rms = jax.jit(lambda nets: jnp.sqrt(jnp.mean(jax.vmap(
+        lambda z: op(lambda zz: field(nets, zz, q0), z, q0, 0.0))(fine) ** 2)))
+    u0_pinn, pinn_s, compile_s, chi2_pinn, rms_col, rms_off = [], [], 0.0, [], [], []
+    for i in range(count):
+        res = pinn.Residuals(field, [pinn.Term(col, op, weight=weight),
+                                     pinn.observation(obs, y_np[i], sigma)])
+        theta = res.init(jax.random.key(1))
+        theta, hist = pinn.fit_gauss_newton(res, pinn.DenseSolve("auto"), theta,
+                                            iterations)
+        pinn_s.append(hist["time_s"][-1])
+        compile_s = max(compile_s, hist["compile_s"])
+        r, u0 = (np.asarray(v) for v in _heat_evaluate(res, theta, start))
+        rms_col.append(float(np.linalg.norm(r[:len(col)]) / weight))
+        chi2_pinn.append(float(np.sum(r[len(col):] ** 2)))
+        rms_off.append(float(pde_rms(theta.nets)))
+        u0_pinn.append(u0)
+    u0_pinn = np.stack(u0_pinn)
 
     coef = lambda u: (2.0 / (n - 1)) * u @ basis[:n_id].T
     rel = lambda a, b: np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
